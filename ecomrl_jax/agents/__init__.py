@@ -1,0 +1,1 @@
+"""Learners (one module each) and rule-based baselines."""

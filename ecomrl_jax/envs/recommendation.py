@@ -1,0 +1,297 @@
+"""ShopperRec: recommendation to simulated shoppers with drifting interests and finite patience.
+
+Each step the shop sees a shopper's recent clicks and a set of candidate items, and shows
+one item or an ordered slate. The shopper picks at most one shown item by a multinomial
+logit with position bias, may buy it, drifts toward it, and spends patience; high-quality
+clicks restore patience and clickbait drains it, so a myopic click-maximiser ends
+sessions early. See docs/envs/shopper_rec.md.
+"""
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from gymnax.environments import environment, spaces
+
+from ecomrl_jax.spaces import Slate
+
+
+@struct.dataclass
+class EnvState(environment.EnvState):
+    interest: jax.Array  # (embed_dim,) latent interest, hidden from the agent
+    patience: jax.Array  # () session ends when it reaches 0
+    candidates: jax.Array  # (num_candidates,) item ids offered this step
+    history_items: jax.Array  # (history_len,) last clicked item ids, newest first
+    history_purchased: jax.Array  # (history_len,) 1.0 where the click became a purchase
+    history_valid: jax.Array  # (history_len,) 1.0 where the slot holds a click
+
+
+@struct.dataclass
+class EnvParams:
+    item_embedding: jax.Array  # (num_items, embed_dim), unit norm
+    item_category: jax.Array  # (num_items,) int32
+    item_price: jax.Array  # (num_items,) > 0
+    item_appeal: jax.Array  # (num_items,) click-logit bonus
+    item_quality: jax.Array  # (num_items,) in [0, 1]
+    shopper_interest: jax.Array  # (num_shoppers, embed_dim) population to draw from
+    affinity_scale: float = 4.0
+    no_click_logit: float = 1.0
+    position_bias: float = 0.5
+    purchase_bias: float = -1.0
+    purchase_affinity: float = 3.0
+    purchase_price: float = 0.02
+    interest_drift: float = 0.1
+    patience_init: float = 1.0
+    patience_step_cost: float = 0.05
+    quality_effect: float = 0.6
+    quality_threshold: float = 0.5
+    click_weight: float = 1.0
+    purchase_weight: float = 1.0
+    revenue_weight: float = 0.0
+    max_steps_in_episode: int = 50
+
+
+SCALAR_PARAM_FIELDS = (
+    "affinity_scale", "no_click_logit", "position_bias", "purchase_bias",
+    "purchase_affinity", "purchase_price", "interest_drift", "patience_init",
+    "patience_step_cost", "quality_effect", "quality_threshold", "click_weight",
+    "purchase_weight", "revenue_weight", "max_steps_in_episode",
+)
+NON_NEGATIVE_FIELDS = (
+    "affinity_scale", "position_bias", "purchase_affinity", "purchase_price",
+    "patience_step_cost", "quality_effect",
+)
+
+
+class ShopperRec(environment.Environment[EnvState, EnvParams]):
+    """Single-item (`slate_size=1`, Discrete action) or slate recommendation."""
+
+    def __init__(
+        self,
+        num_items: int = 1000,
+        num_candidates: int = 10,
+        slate_size: int = 1,
+        history_len: int = 5,
+        embed_dim: int = 8,
+        num_shoppers: int = 1000,
+        num_categories: int = 10,
+    ):
+        sizes = dict(num_items=num_items, num_candidates=num_candidates, slate_size=slate_size,
+                     history_len=history_len, embed_dim=embed_dim, num_shoppers=num_shoppers,
+                     num_categories=num_categories)
+        for name, value in sizes.items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if slate_size > num_candidates:
+            raise ValueError(
+                f"slate_size ({slate_size}) must not exceed num_candidates ({num_candidates})")
+        if num_candidates > num_items:
+            raise ValueError(
+                f"num_candidates ({num_candidates}) must not exceed num_items ({num_items})")
+        self.num_items = num_items
+        self.num_candidates = num_candidates
+        self.slate_size = slate_size
+        self.history_len = history_len
+        self.embed_dim = embed_dim
+        self.num_shoppers = num_shoppers
+        self.num_categories = num_categories
+
+    @property
+    def name(self) -> str:
+        return "ShopperRec-v0"
+
+    @property
+    def num_actions(self) -> int:
+        return self.num_candidates
+
+    @property
+    def default_params(self) -> EnvParams:
+        return self.make_params(jax.random.key(0))
+
+    def make_params(self, key: jax.Array, **overrides: Any) -> EnvParams:
+        """Draw a catalogue and shopper population from `key`; jittable and vmappable."""
+        k_center, k_cat, k_emb, k_price, k_appeal, k_qual, k_pop_cat, k_pop = jax.random.split(key, 8)
+        centers = _unit(jax.random.normal(k_center, (self.num_categories, self.embed_dim)))
+        category = jax.random.randint(k_cat, (self.num_items,), 0, self.num_categories)
+        noise = jax.random.normal(k_emb, (self.num_items, self.embed_dim))
+        embedding = _unit(centers[category] + 0.5 * noise)
+        price = jnp.exp(math.log(20.0) + 0.5 * jax.random.normal(k_price, (self.num_items,)))
+        appeal = jax.random.normal(k_appeal, (self.num_items,))
+        quality = jax.nn.sigmoid(-1.5 * appeal + jax.random.normal(k_qual, (self.num_items,)))
+        shopper_cat = jax.random.randint(k_pop_cat, (self.num_shoppers,), 0, self.num_categories)
+        interest = _unit(centers[shopper_cat]
+                         + 0.5 * jax.random.normal(k_pop, (self.num_shoppers, self.embed_dim)))
+        params = EnvParams(item_embedding=embedding, item_category=category.astype(jnp.int32),
+                           item_price=price, item_appeal=appeal, item_quality=quality,
+                           shopper_interest=interest)
+        unknown = set(overrides) - set(SCALAR_PARAM_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown ShopperRec params {sorted(unknown)}; "
+                             f"valid: {list(SCALAR_PARAM_FIELDS)}")
+        return params.replace(**overrides)
+
+    def validate_params(self, params: EnvParams) -> None:
+        """Raise ValueError naming the first invalid field; call outside jit."""
+        n, d, p = self.num_items, self.embed_dim, self.num_shoppers
+        expected_shapes = {
+            "item_embedding": (n, d), "item_category": (n,), "item_price": (n,),
+            "item_appeal": (n,), "item_quality": (n,), "shopper_interest": (p, d),
+        }
+        for field, shape in expected_shapes.items():
+            value = np.asarray(getattr(params, field))
+            if value.shape != shape:
+                raise ValueError(f"params.{field} has shape {value.shape}; this env "
+                                 f"(num_items={n}, embed_dim={d}, num_shoppers={p}) needs {shape}")
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"params.{field} contains NaN or inf")
+        for field in SCALAR_PARAM_FIELDS:
+            if not np.all(np.isfinite(np.asarray(getattr(params, field)))):
+                raise ValueError(f"params.{field} must be finite")
+        for field in NON_NEGATIVE_FIELDS:
+            if np.any(np.asarray(getattr(params, field)) < 0):
+                raise ValueError(f"params.{field} must be >= 0")
+        if np.any(np.asarray(params.item_price) <= 0):
+            raise ValueError("params.item_price must be > 0")
+        quality = np.asarray(params.item_quality)
+        if np.any((quality < 0) | (quality > 1)):
+            raise ValueError("params.item_quality must lie in [0, 1]")
+        drift = np.asarray(params.interest_drift)
+        if np.any((drift < 0) | (drift > 1)):
+            raise ValueError("params.interest_drift must lie in [0, 1]")
+        if np.any(np.asarray(params.patience_init) <= 0):
+            raise ValueError("params.patience_init must be > 0")
+        if np.any(np.asarray(params.max_steps_in_episode) < 1):
+            raise ValueError("params.max_steps_in_episode must be >= 1")
+        category = np.asarray(params.item_category)
+        if np.any((category < 0) | (category >= self.num_categories)):
+            raise ValueError(f"params.item_category must lie in [0, {self.num_categories})")
+
+    def reset_env(self, key: jax.Array, params: EnvParams) -> tuple[dict, EnvState]:
+        k_shopper, k_cand = jax.random.split(key)
+        shopper = jax.random.randint(k_shopper, (), 0, self.num_shoppers)
+        h = self.history_len
+        state = EnvState(
+            time=jnp.int32(0),
+            interest=params.shopper_interest[shopper],
+            patience=jnp.asarray(params.patience_init, jnp.float32),
+            candidates=self._draw_candidates(k_cand),
+            history_items=jnp.zeros(h, jnp.int32),
+            history_purchased=jnp.zeros(h, jnp.float32),
+            history_valid=jnp.zeros(h, jnp.float32),
+        )
+        return self.get_obs(state, params), state
+
+    def step_env(self, key: jax.Array, state: EnvState, action: jax.Array, params: EnvParams):
+        k_choice, k_buy, k_cand = jax.random.split(key, 3)
+        slots, valid, num_invalid = self._shown_slots(action)
+        items = state.candidates[slots]
+        logits, affinity = self.click_logits(state.interest, items, params)
+        logits = jnp.where(valid, logits - params.position_bias * jnp.arange(self.slate_size), -jnp.inf)
+        choice = jax.random.categorical(k_choice, jnp.append(logits, params.no_click_logit))
+        clicked = choice < self.slate_size
+        pos = jnp.minimum(choice, self.slate_size - 1)
+        item = items[pos]
+        price = params.item_price[item]
+        p_buy = self.purchase_prob(affinity[pos], price, params)
+        purchased = clicked & (jax.random.uniform(k_buy) < p_buy)
+        click_f, buy_f = clicked.astype(jnp.float32), purchased.astype(jnp.float32)
+        revenue = buy_f * price
+        reward = (params.click_weight * click_f + params.purchase_weight * buy_f
+                  + params.revenue_weight * revenue)
+
+        drift = params.interest_drift * click_f
+        interest = state.interest + drift * (params.item_embedding[item] - state.interest)
+        quality_gain = params.quality_effect * (params.item_quality[item] - params.quality_threshold)
+        patience = state.patience - params.patience_step_cost + click_f * quality_gain
+        history_items = jnp.where(clicked, _push(state.history_items, item), state.history_items)
+        history_purchased = jnp.where(clicked, _push(state.history_purchased, buy_f),
+                                      state.history_purchased)
+        history_valid = jnp.where(clicked, _push(state.history_valid, 1.0), state.history_valid)
+        state = EnvState(time=state.time + 1, interest=interest, patience=patience,
+                         candidates=self._draw_candidates(k_cand), history_items=history_items,
+                         history_purchased=history_purchased, history_valid=history_valid)
+        terminated = patience <= 0.0
+        info = {"clicks": click_f, "purchases": buy_f, "revenue": revenue,
+                "invalid_actions": num_invalid}
+        return self.get_obs(state, params), state, reward.astype(jnp.float32), terminated, info
+
+    def click_logits(self, interest: jax.Array, items: jax.Array, params: EnvParams):
+        """Choice logits (before position bias) and interest affinity of `items`."""
+        affinity = params.item_embedding[items] @ interest
+        return params.affinity_scale * affinity + params.item_appeal[items], affinity
+
+    @staticmethod
+    def purchase_prob(affinity: jax.Array, price: jax.Array, params: EnvParams) -> jax.Array:
+        """P(purchase | click): rises with affinity, falls with price."""
+        return jax.nn.sigmoid(params.purchase_bias + params.purchase_affinity * affinity
+                              - params.purchase_price * price)
+
+    def get_obs(self, state: EnvState, params: EnvParams, key=None) -> dict:
+        cand = state.candidates
+        candidates = jnp.concatenate([
+            params.item_embedding[cand],
+            jnp.log(params.item_price[cand])[:, None],
+            params.item_appeal[cand][:, None],
+            params.item_quality[cand][:, None],
+        ], axis=1)
+        hist, valid = state.history_items, state.history_valid
+        history = jnp.concatenate([
+            params.item_embedding[hist],
+            jnp.log(params.item_price[hist])[:, None],
+            params.item_quality[hist][:, None],
+            state.history_purchased[:, None],
+            jnp.ones_like(valid)[:, None],
+        ], axis=1) * valid[:, None]
+        time = (state.time / params.max_steps_in_episode).astype(jnp.float32)[None]
+        return {"candidates": candidates, "history": history, "time": time}
+
+    def is_terminated(self, state: EnvState, params: EnvParams) -> jax.Array:
+        return state.patience <= 0.0
+
+    def action_space(self, params: EnvParams | None = None):
+        if self.slate_size == 1:
+            return spaces.Discrete(self.num_candidates)
+        return Slate(self.num_candidates, self.slate_size)
+
+    def observation_space(self, params: EnvParams | None = None) -> spaces.Dict:
+        d = self.embed_dim
+        return spaces.Dict({
+            "candidates": spaces.Box(-jnp.inf, jnp.inf, (self.num_candidates, d + 3), jnp.float32),
+            "history": spaces.Box(-jnp.inf, jnp.inf, (self.history_len, d + 4), jnp.float32),
+            "time": spaces.Box(0.0, 1.0, (1,), jnp.float32),
+        })
+
+    def _draw_candidates(self, key: jax.Array) -> jax.Array:
+        return jax.random.randint(key, (self.num_candidates,), 0, self.num_items)
+
+    def _shown_slots(self, action: jax.Array):
+        """Candidate slots to show, a validity mask and the number of invalid slots.
+
+        Rule (documented on the env card): a slot whose index is outside
+        [0, num_candidates) or repeats an earlier slot is shown empty and counted.
+        """
+        action = jnp.asarray(action)
+        if not jnp.issubdtype(action.dtype, jnp.integer):
+            raise TypeError(f"{self.name} actions must be integers, got dtype {action.dtype}")
+        expected = () if self.slate_size == 1 else (self.slate_size,)
+        if action.shape != expected:
+            raise ValueError(f"{self.name} with slate_size={self.slate_size} expects an action "
+                             f"of shape {expected}, got {action.shape}")
+        slots = jnp.atleast_1d(action).astype(jnp.int32)
+        in_range = (slots >= 0) & (slots < self.num_candidates)
+        earlier = jnp.tril(slots[:, None] == slots[None, :], k=-1)
+        valid = in_range & ~jnp.any(earlier, axis=1)
+        slots = jnp.where(valid, slots, 0)
+        return slots, valid, jnp.sum(~valid).astype(jnp.float32)
+
+
+def _unit(x: jax.Array) -> jax.Array:
+    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _push(buffer: jax.Array, value) -> jax.Array:
+    """Insert `value` at the front of `buffer`, dropping the oldest entry."""
+    return jnp.concatenate([jnp.asarray(value, buffer.dtype)[None], buffer[:-1]])
