@@ -19,9 +19,11 @@ def register(env_id: str, factory: Callable[..., Any]) -> None:
         raise TypeError(f"factory for {env_id} must be callable, got {type(factory).__name__}")
     if env_id in _REGISTRY:
         raise ValueError(f"{env_id} is already registered")
+    if env_id in gymnax_registration.registered_envs:
+        raise ValueError(f"{env_id} is already a gymnax environment id; pick a new id "
+                         f"(registered here: {list_envs()})")
     _REGISTRY[env_id] = factory
-    if env_id not in gymnax_registration.registered_envs:
-        gymnax.register(env_id, factory)
+    gymnax.register(env_id, factory)
 
 
 def list_envs() -> list[str]:

@@ -5,15 +5,20 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
+from gymnax.environments import spaces
 from gymnax.wrappers.purerl import GymnaxWrapper
 
-GYMNAX_INFO_KEYS = ("terminated", "truncated", "final_observation")
+# info entries that are bookkeeping (gymnax's and EpisodeStatistics'), not business metrics
+NON_METRIC_INFO_KEYS = ("terminated", "truncated", "final_observation", "discount", "episode_done")
 
 
 def business_metric_names(info: dict) -> list[str]:
     """The env's own per-step scalar metrics in `info` (clicks, revenue, ...)."""
-    return sorted(k for k, v in info.items() if k not in GYMNAX_INFO_KEYS and jnp.ndim(v) == 0)
+    return sorted(k for k, v in info.items()
+                  if k not in NON_METRIC_INFO_KEYS and not isinstance(v, (dict, list, tuple))
+                  and jnp.ndim(v) == 0)
 
 
 @struct.dataclass
@@ -30,8 +35,7 @@ class EpisodeStatistics(GymnaxWrapper):
     `info["episode_done"]` is True on the step that finished it.
     """
 
-    def _zeros(self, key, params) -> dict:
-        obs, state = self._env.reset(key, params)
+    def _zeros(self, key, state, params) -> dict:
         action = self._env.action_space(params).sample(key)
         info = jax.eval_shape(self._env.step, key, state, action, params)[-1]
         names = ["return", "length"] + business_metric_names(info)
@@ -40,7 +44,7 @@ class EpisodeStatistics(GymnaxWrapper):
     @partial(jax.jit, static_argnames=("self",))
     def reset(self, key, params=None):
         obs, env_state = self._env.reset(key, params)
-        zeros = self._zeros(key, params)
+        zeros = self._zeros(key, env_state, params)
         return obs, EpisodeStatisticsState(env_state=env_state, running=zeros, last=zeros)
 
     @partial(jax.jit, static_argnames=("self",))
@@ -55,3 +59,157 @@ class EpisodeStatistics(GymnaxWrapper):
         last = {k: jnp.where(done, totals[k], state.last[k]) for k in totals}
         info = {**info, "episode": last, "episode_done": done}
         return obs, EpisodeStatisticsState(env_state, running, last), reward, terminated, truncated, info
+
+
+def _space_leaves(space) -> list:
+    """Leaf spaces of a nested Dict/Tuple space, in jax.tree order (dict keys sorted)."""
+    if isinstance(space, spaces.Dict):
+        return [leaf for k in sorted(space.spaces) for leaf in _space_leaves(space.spaces[k])]
+    if isinstance(space, spaces.Tuple):
+        return [leaf for s in space.spaces for leaf in _space_leaves(s)]
+    return [space]
+
+
+def _map_space(fn, space):
+    """Apply `fn` to each leaf of a nested Dict/Tuple space, keeping the structure."""
+    if isinstance(space, spaces.Dict):
+        return spaces.Dict({k: _map_space(fn, s) for k, s in space.spaces.items()})
+    if isinstance(space, spaces.Tuple):
+        return spaces.Tuple([_map_space(fn, s) for s in space.spaces])
+    return fn(space)
+
+
+def flatten(obs) -> jax.Array:
+    """One float32 vector: the raveled leaves of `obs` in jax.tree order (dict keys sorted)."""
+    return jnp.concatenate([jnp.ravel(x).astype(jnp.float32) for x in jax.tree.leaves(obs)])
+
+
+class FlattenObservation(GymnaxWrapper):
+    """Observations (any pytree of arrays) become one flat float32 vector, see `flatten`.
+
+    For ShopperRec-v0 the order is candidates (row-major), history (row-major), time.
+    `info["final_observation"]` is flattened too.
+    """
+
+    def observation_space(self, params=None) -> spaces.Box:
+        lows, highs = [], []
+        for leaf in _space_leaves(self._env.observation_space(params)):
+            discrete = isinstance(leaf, spaces.Discrete)
+            low, high = (0, leaf.n - 1) if discrete else (leaf.low, leaf.high)
+            lows.append(np.broadcast_to(np.asarray(low, np.float32), leaf.shape).ravel())
+            highs.append(np.broadcast_to(np.asarray(high, np.float32), leaf.shape).ravel())
+        low, high = np.concatenate(lows), np.concatenate(highs)
+        return spaces.Box(jnp.asarray(low), jnp.asarray(high), low.shape, jnp.float32)
+
+    @partial(jax.jit, static_argnames=("self",))
+    def reset(self, key, params=None):
+        obs, state = self._env.reset(key, params)
+        return flatten(obs), state
+
+    @partial(jax.jit, static_argnames=("self",))
+    def step(self, key, state, action, params=None):
+        obs, state, reward, terminated, truncated, info = self._env.step(key, state, action, params)
+        info = {**info, "final_observation": flatten(info["final_observation"])}
+        return flatten(obs), state, reward, terminated, truncated, info
+
+
+@struct.dataclass
+class NormalizeObservationState:
+    env_state: Any
+    mean: Any  # running mean, a pytree shaped like one observation
+    var: Any  # running (population) variance, same structure
+    count: jax.Array  # number of observations folded in, starting at COUNT_INIT
+
+
+class NormalizeObservation(GymnaxWrapper):
+    """Running mean/variance normalisation of every observation leaf (cast to float32).
+
+    Normalises each element of each leaf of a pytree observation (dict observations stay
+    dicts; use it after FlattenObservation for one vector): `clip((x - mean) /
+    sqrt(var + epsilon), -clip, clip)`. The statistics start at mean 0, var 1, count
+    1e-4 (as in gym), live in the wrapper state and survive auto-resets; every observation
+    returned by `reset` and `step` is folded in (parallel-moments update) before it is
+    normalised. `info["final_observation"]` is normalised with the same statistics but
+    not folded in.
+
+    With `axis_name=None` each env keeps its own statistics. With `axis_name=NAME` call
+    both `reset` and `step` under `jax.vmap(..., axis_name=NAME)` (or another named
+    axis, e.g. shard_map's): each step the batch's moments are combined across the axis
+    with `lax.pmean`/`lax.psum`, so all envs carry the same statistics, identical to one
+    normaliser fed the whole batch.
+    """
+
+    COUNT_INIT = 1e-4
+
+    def __init__(self, env, axis_name=None, epsilon: float = 1e-8, clip: float = 10.0):
+        super().__init__(env)
+        self.axis_name = axis_name
+        self.epsilon = epsilon
+        self.clip = clip
+
+    def observation_space(self, params=None):
+        return _map_space(lambda s: spaces.Box(-self.clip, self.clip, s.shape, jnp.float32),
+                          self._env.observation_space(params))
+
+    def _batch_moments(self, obs):
+        """Mean, variance and count of this step's observations (over the named axis, if any)."""
+        if self.axis_name is None:
+            return obs, jax.tree.map(jnp.zeros_like, obs), jnp.float32(1.0)
+        try:
+            mean = jax.lax.pmean(obs, self.axis_name)
+        except NameError as error:
+            raise ValueError(f"NormalizeObservation(axis_name={self.axis_name!r}) must run under "
+                             f"jax.vmap(..., axis_name={self.axis_name!r}), reset and step "
+                             f"alike; pass axis_name=None for per-env statistics") from error
+        var = jax.lax.pmean(jax.tree.map(lambda x, m: jnp.square(x - m), obs, mean), self.axis_name)
+        return mean, var, jax.lax.psum(jnp.float32(1.0), self.axis_name)
+
+    def _update(self, state: NormalizeObservationState, obs) -> NormalizeObservationState:
+        batch_mean, batch_var, batch_count = self._batch_moments(obs)
+        count, total = state.count, state.count + batch_count
+        delta = jax.tree.map(jnp.subtract, batch_mean, state.mean)
+        mean = jax.tree.map(lambda m, d: m + d * batch_count / total, state.mean, delta)
+        var = jax.tree.map(
+            lambda v, b_v, d: (v * count + b_v * batch_count
+                               + jnp.square(d) * count * batch_count / total) / total,
+            state.var, batch_var, delta)
+        return state.replace(mean=mean, var=var, count=total)
+
+    def _normalize(self, state: NormalizeObservationState, obs):
+        return jax.tree.map(
+            lambda x, m, v: jnp.clip((x - m) / jnp.sqrt(v + self.epsilon), -self.clip, self.clip),
+            obs, state.mean, state.var)
+
+    @partial(jax.jit, static_argnames=("self",))
+    def reset(self, key, params=None):
+        obs, env_state = self._env.reset(key, params)
+        obs = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), obs)
+        state = NormalizeObservationState(
+            env_state=env_state, mean=jax.tree.map(jnp.zeros_like, obs),
+            var=jax.tree.map(jnp.ones_like, obs), count=jnp.float32(self.COUNT_INIT))
+        state = self._update(state, obs)
+        return self._normalize(state, obs), state
+
+    @partial(jax.jit, static_argnames=("self",))
+    def step(self, key, state, action, params=None):
+        obs, env_state, reward, terminated, truncated, info = self._env.step(
+            key, state.env_state, action, params)
+        obs, final_obs = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32),
+                                      (obs, info["final_observation"]))
+        state = self._update(state.replace(env_state=env_state), obs)
+        info = {**info, "final_observation": self._normalize(state, final_obs)}
+        return self._normalize(state, obs), state, reward, terminated, truncated, info
+
+
+class LegacyStepWrapper(GymnaxWrapper):
+    """Old gymnax's 5-tuple step: `(obs, state, reward, done, info)`, done = terminated | truncated.
+
+    `reset` is unchanged and `info` keeps "terminated" and "truncated". Put it outermost:
+    other wrappers expect the 6-value step.
+    """
+
+    @partial(jax.jit, static_argnames=("self",))
+    def step(self, key, state, action, params=None):
+        obs, state, reward, terminated, truncated, info = self._env.step(key, state, action, params)
+        info = {**info, "terminated": terminated, "truncated": truncated}
+        return obs, state, reward, jnp.logical_or(terminated, truncated), info

@@ -1,0 +1,71 @@
+"""PPO training throughput on ShopperRec-v0: env steps/s for one seed and for vmapped seeds.
+
+The whole `train` (env interaction and updates) is compiled AOT first; compile seconds are
+reported separately and only the compiled call is timed. Writes
+`<out>/train_throughput.json` and `<out>/train_throughput.md`.
+
+    python -m benchmarks.train_throughput [--seeds 1 4] [--total-steps 262144]
+"""
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+
+import jax  # noqa: E402
+
+import ecomrl_jax  # noqa: E402
+from ecomrl_jax.agents import ppo  # noqa: E402
+
+
+def measure(env_id: str, num_seeds: int, total_timesteps: int) -> dict:
+    """Compile seconds and env steps/s (all seeds together) of one vmapped PPO run."""
+    env, params = ecomrl_jax.make(env_id)
+    config = ppo.PPOConfig(total_timesteps=total_timesteps)
+    train = jax.vmap(ppo.make_train(config, env, params))
+    keys = jax.random.split(jax.random.key(0), num_seeds)
+    start = time.perf_counter()
+    compiled = jax.jit(train).lower(keys).compile()
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    _, metrics = jax.block_until_ready(compiled(keys))
+    run_s = time.perf_counter() - start
+    env_steps = int(metrics["env_steps"][0, -1]) * num_seeds
+    return {"env": env_id, "algo": "ppo", "seeds": num_seeds, "env_steps": env_steps,
+            "steps_per_s": env_steps / run_s, "compile_s": compile_s, "run_s": run_s}
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="ShopperRec-v0")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 4])
+    parser.add_argument("--total-steps", type=int, default=262_144, help="env steps per seed")
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    args = parser.parse_args(argv)
+    if args.env not in ecomrl_jax.list_envs():
+        parser.error(f"unknown env {args.env!r}; registered: {ecomrl_jax.list_envs()}")
+    if any(s < 1 for s in args.seeds) or args.total_steps < 1:
+        parser.error("--seeds and --total-steps must be positive")
+    device = f"{jax.devices()[0].device_kind} ({jax.default_backend()}, {platform.machine()}, {os.cpu_count()} cores)"
+    rows = []
+    for seeds in args.seeds:
+        rows.append(measure(args.env, seeds, args.total_steps))
+        r = rows[-1]
+        print(f"ppo {args.env} seeds {seeds}: {r['steps_per_s']:,.0f} env steps/s "
+              f"(compile {r['compile_s']:.1f} s, run {r['run_s']:.1f} s)", flush=True)
+    lines = [f"PPO training throughput on {device}", "",
+             "| env | seeds | env steps/s (all seeds) | compile s | run s |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['env']} | {r['seeds']} | {r['steps_per_s']:,.0f} | {r['compile_s']:.1f} | {r['run_s']:.1f} |"
+              for r in rows]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "train_throughput.json").write_text(json.dumps({"device": device, "results": rows}, indent=2))
+    (args.out / "train_throughput.md").write_text("\n".join(lines) + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

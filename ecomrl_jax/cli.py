@@ -1,0 +1,196 @@
+"""The `ecomrl` command: list, train, evaluate, bench."""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+import ecomrl_jax  # noqa: E402
+from ecomrl_jax import checkpoint, evaluation  # noqa: E402
+from ecomrl_jax.agents import ppo  # noqa: E402
+from ecomrl_jax.agents.learner import run_updates  # noqa: E402
+from ecomrl_jax.logging import MetricsWriter, ProgressBar, plot_learning_curve  # noqa: E402
+
+# --algo name -> (config class, learner module with make_learner, make_policy, network_params)
+ALGOS = {"ppo": (ppo.PPOConfig, ppo)}
+RUN_FILE = "run.json"
+
+
+class UsageError(Exception):
+    """A bad command-line argument; printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def parse_overrides(pairs: list[str], config_cls) -> dict:
+    """`name=value` pairs -> typed config overrides; unknown names are errors."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    overrides = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in fields:
+            raise UsageError(f"--set expects NAME=VALUE with NAME one of {sorted(fields)}, got {pair!r}")
+        default = fields[name].default
+        try:
+            overrides[name] = type(default)(json.loads(value)) if default is not None else json.loads(value)
+        except (ValueError, TypeError):
+            raise UsageError(f"--set {name}: cannot read {value!r} as {type(default).__name__}") from None
+    return overrides
+
+
+def build(run: dict):
+    """Env, params, config and learner from a run description (also stored with checkpoints)."""
+    env, params = ecomrl_jax.make(run["env"])
+    config_cls, module = ALGOS[run["algo"]]
+    config = config_cls(**run["config"])
+    config.validate()
+    return env, params, module, config, module.make_learner(config, env, params)
+
+
+def cmd_list(args) -> None:
+    print("environments: " + ", ".join(ecomrl_jax.list_envs()))
+    print("algorithms:   " + ", ".join(sorted(ALGOS)))
+
+
+def cmd_train(args) -> None:
+    out = Path(args.out)
+    if args.resume:
+        run_path = out / RUN_FILE
+        if not run_path.exists():
+            raise UsageError(f"--resume: no run found in {out} (missing {RUN_FILE})")
+        run = json.loads(run_path.read_text())
+    else:
+        if args.env not in ecomrl_jax.list_envs():
+            raise UsageError(f"unknown --env {args.env!r}; choose from {ecomrl_jax.list_envs()}")
+        if args.algo not in ALGOS:
+            raise UsageError(f"unknown --algo {args.algo!r}; choose from {sorted(ALGOS)}")
+        if args.seeds < 1 or args.total_steps < 1 or args.checkpoints < 1:
+            raise UsageError("--seeds, --total-steps and --checkpoints must be positive")
+        if (out / RUN_FILE).exists():
+            raise UsageError(f"{out} already holds a run; use --resume or another --out")
+        config_cls = ALGOS[args.algo][0]
+        config = {**parse_overrides(args.set, config_cls), "total_timesteps": args.total_steps}
+        run = {"env": args.env, "algo": args.algo, "seeds": args.seeds, "seed": args.seed,
+               "checkpoints": args.checkpoints,
+               "config": dataclasses.asdict(config_cls(**config))}
+    env, params, module, config, learner = build(run)
+    if not args.resume:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RUN_FILE).write_text(json.dumps(run, indent=2))
+
+    keys = jax.random.split(jax.random.key(run["seed"]), run["seeds"])
+    state = jax.jit(jax.vmap(learner.init))(keys)
+    done_updates = 0
+    if args.resume and checkpoint.latest_step(out / "checkpoints") is not None:
+        state, _, done_updates = checkpoint.restore(out / "checkpoints", state)
+        print(f"resuming {out} after {done_updates} of {learner.num_updates} updates")
+    chunk = -(-learner.num_updates // run["checkpoints"])
+    writer = MetricsWriter(out)
+    progress = ProgressBar(learner.num_updates * learner.steps_per_update,
+                           initial_env_steps=done_updates * learner.steps_per_update,
+                           num_seeds=run["seeds"])
+    compiled = {}
+    while done_updates < learner.num_updates:
+        n = min(chunk, learner.num_updates - done_updates)
+        if n not in compiled:
+            compiled[n] = jax.jit(jax.vmap(lambda s, n=n: run_updates(learner, s, n)))
+        state, metrics = compiled[n](state)
+        metrics = jax.device_get(metrics)
+        writer.write(metrics, first_update=done_updates)
+        done_updates += n
+        checkpoint.save(out / "checkpoints", done_updates, state, run)
+        progress.update(done_updates * learner.steps_per_update, metrics)
+    writer.close()
+    plot_learning_curve(out / "metrics.csv", out / "learning_curve.png",
+                        title=f"{run['algo']} on {run['env']}")
+    print(f"\nwrote {out / 'metrics.csv'} and {out / 'learning_curve.png'}")
+    report(env, params, module, config, state, args.episodes, run["seed"])
+
+
+def cmd_evaluate(args) -> None:
+    out = Path(args.checkpoint)
+    if not (out / RUN_FILE).exists():
+        raise UsageError(f"--checkpoint {out}: not a training run directory (missing {RUN_FILE})")
+    run = json.loads((out / RUN_FILE).read_text())
+    env, params, module, config, learner = build(run)
+    target = jax.vmap(learner.init)(jax.random.split(jax.random.key(0), run["seeds"]))
+    state, _, step = checkpoint.restore(out / "checkpoints", target)
+    print(f"{run['algo']} on {run['env']}, checkpoint after {step} updates")
+    report(env, params, module, config, state, args.episodes, run["seed"])
+
+
+def report(env, params, module, config, state, num_episodes: int, seed: int) -> None:
+    """Evaluate each seed's final policy on the same episodes; print mean and 95% CI over seeds."""
+    network_params = module.network_params(state)
+    per_seed = []
+    for i in range(jax.tree.leaves(network_params)[0].shape[0]):
+        policy = module.make_policy(config, env, jax.tree.map(lambda x: x[i], network_params),
+                                    deterministic=True)
+        episodes = evaluation.evaluate(env, params, policy, jax.random.key(seed + 10_000), num_episodes)
+        per_seed.append({k: float(np.mean(v)) for k, v in episodes.items()})
+    print(f"\nevaluation: {num_episodes} episodes per seed, greedy policy, mean [95% CI over seeds]")
+    print("| metric | value |\n|---|---|")
+    for name in per_seed[0]:
+        mean, low, high = evaluation.confidence_interval(np.array([s[name] for s in per_seed]))
+        print(f"| {name} | {mean:.3f} [{low:.3f}, {high:.3f}] |")
+
+
+def cmd_bench(args) -> None:
+    from benchmarks import env_throughput
+
+    env_throughput.main(args.bench_args)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ecomrl", description="JAX reinforcement learning for e-commerce")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="list environments and algorithms").set_defaults(func=cmd_list)
+
+    train = sub.add_parser("train", help="train a learner; checkpoints and resumes")
+    train.add_argument("--env", default="ShopperRec-v0")
+    train.add_argument("--algo", default="ppo")
+    train.add_argument("--seeds", type=int, default=1, help="number of seeds, trained vmapped")
+    train.add_argument("--seed", type=int, default=0, help="first PRNG seed")
+    train.add_argument("--total-steps", type=int, default=ppo.PPOConfig().total_timesteps,
+                       help="env steps per seed")
+    train.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                       help="override a config field, e.g. --set lr=1e-3")
+    train.add_argument("--checkpoints", type=int, default=10, help="checkpoints over the run")
+    train.add_argument("--episodes", type=int, default=1000, help="evaluation episodes per seed")
+    train.add_argument("--out", default="runs/latest")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a trained run's latest checkpoint")
+    evaluate.add_argument("--checkpoint", required=True, help="the run directory given to train --out")
+    evaluate.add_argument("--episodes", type=int, default=1000)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    bench = sub.add_parser("bench", help="env throughput benchmark (args go to benchmarks.env_throughput)")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv=None) -> int:
+    try:
+        args = make_parser().parse_args(argv)
+        args.func(args)
+    except (UsageError, ValueError) as error:
+        print(f"ecomrl: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

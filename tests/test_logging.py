@@ -1,0 +1,118 @@
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from ecomrl_jax.logging import MetricsWriter, ProgressBar, plot_learning_curve
+
+SEEDS = 2
+
+
+def chunk(first_update: int, n: int) -> dict:
+    """Metrics of `n` updates vmapped over seeds, as `run_updates` returns them."""
+    updates = np.arange(first_update, first_update + n)
+    returns = np.stack([updates * 1.0, updates * 1.0 + 2.0]).astype(np.float32)
+    returns[1, 0] = np.nan  # a seed that finished no episode in this update
+    return {"episode_return": returns,
+            "env_steps": np.tile((updates + 1) * 100, (SEEDS, 1)).astype(np.int32),
+            "loss": np.full((SEEDS, n), 0.1, np.float32)}
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_csv_continues_across_writes_and_reopened_writer(tmp_path):
+    writer = MetricsWriter(tmp_path)
+    writer.write(chunk(0, 3), first_update=0)
+    writer.write(chunk(3, 2), first_update=3)
+    writer.close()
+    writer = MetricsWriter(tmp_path)  # a resumed run
+    writer.write(chunk(5, 2))
+    writer.close()
+
+    text = (tmp_path / "metrics.csv").read_text()
+    assert text.count("update") == 1
+    rows = read_csv(tmp_path / "metrics.csv")
+    assert list(rows[0]) == ["update", "seed", "env_steps", "episode_return", "loss"]
+    expected = [(u, s) for u in range(7) for s in range(SEEDS)]
+    assert [(int(r["update"]), int(r["seed"])) for r in rows] == expected
+    assert [int(r["env_steps"]) for r in rows[::SEEDS]] == [100 * (u + 1) for u in range(7)]
+    assert rows[0]["loss"] == "0.1"  # shortest float32 form
+
+
+def test_resume_from_older_checkpoint_replaces_later_rows(tmp_path):
+    writer = MetricsWriter(tmp_path, tensorboard=False)
+    writer.write(chunk(0, 4), first_update=0)
+    writer.close()
+    writer = MetricsWriter(tmp_path, tensorboard=False)  # crashed after update 3, checkpoint at 2
+    writer.write(chunk(2, 3), first_update=2)
+    updates = [int(r["update"]) for r in read_csv(tmp_path / "metrics.csv")]
+    assert updates == [u for u in range(5) for _ in range(SEEDS)]
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["update"] for line in lines] == updates
+
+
+def test_jsonl_parses_with_nan_as_null(tmp_path):
+    writer = MetricsWriter(tmp_path, tensorboard=False)
+    writer.write(chunk(0, 3))
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 3 * SEEDS
+    assert records[1] == {"update": 0, "seed": 1, "env_steps": 100, "episode_return": None, "loss": 0.1}
+    assert records[2]["episode_return"] == 1.0
+
+
+def test_single_run_metrics_have_no_seed_column(tmp_path):
+    writer = MetricsWriter(tmp_path, tensorboard=False)
+    writer.write({k: v[0] for k, v in chunk(0, 3).items()})
+    assert list(read_csv(tmp_path / "metrics.csv")[0]) == ["update", "env_steps", "episode_return", "loss"]
+
+
+def test_bad_metrics_are_refused(tmp_path):
+    writer = MetricsWriter(tmp_path, tensorboard=False)
+    with pytest.raises(ValueError, match="share one shape"):
+        writer.write({"a": np.zeros((2, 3)), "b": np.zeros(3)})
+    writer.write(chunk(0, 1))
+    with pytest.raises(ValueError, match="columns changed"):
+        writer.write({"episode_return": np.zeros((SEEDS, 1))})
+
+
+def test_tensorboard_event_file(tmp_path):
+    writer = MetricsWriter(tmp_path)
+    writer.write(chunk(0, 3))
+    writer.close()
+    events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0
+
+
+def test_plot_learning_curve_from_csv_and_rows(tmp_path):
+    writer = MetricsWriter(tmp_path, tensorboard=False)
+    writer.write(chunk(0, 5))
+    png = tmp_path / "curve.png"
+    plot_learning_curve(tmp_path / "metrics.csv", png, title="test", baselines={"random": 1.5, "oracle": 4.0})
+    image = imread(png)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0
+
+    rows = [{"update": u, "episode_return": float(u)} for u in range(4)]  # one seed, no env_steps
+    plot_learning_curve(rows, tmp_path / "single.png")
+    assert (tmp_path / "single.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="no 'revenue' to plot"):
+        plot_learning_curve(rows, tmp_path / "x.png", metric="revenue")
+
+
+def test_progress_bar_line(monkeypatch):
+    clock = iter([10.0, 12.0, 13.0])  # construction, then two updates
+    monkeypatch.setattr("ecomrl_jax.logging.time.perf_counter", lambda: next(clock))
+    stream = io.StringIO()
+    bar = ProgressBar(1000, stream=stream, initial_env_steps=200, num_seeds=4)
+    bar.update(500, chunk(0, 2))
+    bar.update(1000, {"episode_return": np.full((SEEDS, 1), np.nan)})
+    first, second = stream.getvalue().splitlines()
+    assert "500/1,000 env steps" in first and "50.0%" in first
+    assert "600 steps/s" in first  # (500 - 200) steps per seed in 2 s, 4 seeds
+    assert "ETA 0m03s" in first and "episode_return 2 " in first + " "  # seeds' latest returns 1, 3
+    assert "100.0%" in second and "2,000 steps/s" in second and "episode_return n/a" in second

@@ -1,0 +1,80 @@
+"""ecomrl_jax.spaces.Slate: an ordered slate of distinct candidate indices."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from gymnax.environments import spaces
+
+from ecomrl_jax.spaces import Slate
+
+
+def test_attributes():
+    s = Slate(10, 3)
+    assert isinstance(s, spaces.Space)
+    assert (s.n, s.slate_size, s.shape, s.dtype) == (10, 3, (3,), jnp.int32)
+    assert repr(s) == "Slate(num_candidates=10, slate_size=3)"
+
+
+@pytest.mark.parametrize("n, k", [(10, 3), (5, 5), (1, 1)])
+def test_sample_gives_distinct_in_range_indices(n, k):
+    space = Slate(n, k)
+    samples = np.asarray(jax.vmap(space.sample)(jax.random.split(jax.random.key(0), 2000)))
+    assert samples.shape == (2000, k) and samples.dtype == np.int32
+    assert samples.min() >= 0 and samples.max() < n
+    assert all(len(set(row)) == k for row in samples.tolist())
+    # every index appears in every position about equally often (uniform random slate)
+    for pos in range(k):
+        counts = np.bincount(samples[:, pos], minlength=n)
+        assert np.all(np.abs(counts - 2000 / n) < 5 * np.sqrt(2000 / n))
+
+
+def test_sample_is_deterministic_per_key_and_varies_across_keys():
+    space = Slate(10, 4)
+    a = space.sample(jax.random.key(1))
+    np.testing.assert_array_equal(a, space.sample(jax.random.key(1)))
+    others = {tuple(np.asarray(space.sample(jax.random.key(s))).tolist()) for s in range(20)}
+    assert len(others) > 15
+    assert bool(space.contains(a))
+
+
+def test_sample_under_jit():
+    space = Slate(6, 2)
+    x = jax.jit(space.sample)(jax.random.key(3))
+    assert x.shape == (2,) and bool(jax.jit(space.contains)(x))
+
+
+@pytest.mark.parametrize("x, ok", [
+    ([0, 1, 2], True),
+    ([4, 0, 2], True),
+    ([0, 0, 1], False),    # duplicate
+    ([3, 1, 3], False),    # duplicate, not adjacent
+    ([2, 2, 2], False),
+    ([-1, 0, 1], False),   # below range
+    ([0, 1, 5], False),    # at num_candidates
+    ([0, 1, 99], False),
+    ([0, 1], False),       # too short
+    ([0, 1, 2, 3], False),  # too long
+])
+def test_contains(x, ok):
+    space = Slate(5, 3)
+    result = space.contains(jnp.array(x, jnp.int32))
+    assert result.shape == () and bool(result) is ok
+    assert bool(jax.jit(space.contains)(jnp.array(x, jnp.int32))) is ok
+
+
+@pytest.mark.parametrize("n, k", [(3, 4), (3, 0), (0, 0), (5, -1), (-2, 1)])
+def test_bad_construction_raises(n, k):
+    with pytest.raises(ValueError, match="slate_size"):
+        Slate(n, k)
+
+
+@pytest.mark.parametrize("n, k", [(5, 2.5), (5.0, 2)])
+def test_non_integer_sizes_raise(n, k):
+    with pytest.raises((TypeError, ValueError)):
+        Slate(n, k)
+
+
+@pytest.mark.parametrize("x", [jnp.array([[0, 1, 2]], jnp.int32), jnp.array([0.5, 1.5, 2.5])])
+def test_contains_rejects_wrong_shape_and_dtype(x):
+    assert not bool(Slate(5, 3).contains(x))
