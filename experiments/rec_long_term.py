@@ -16,15 +16,12 @@ from pathlib import Path
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 
 import jax  # noqa: E402
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import ecomrl_jax  # noqa: E402
 from ecomrl_jax.agents import baselines, ppo  # noqa: E402
 from ecomrl_jax.evaluation import confidence_interval, evaluate  # noqa: E402
+from ecomrl_jax.logging import metric_rows, plot_learning_curve  # noqa: E402
 
 METRICS = ("return", "length", "clicks", "purchases", "revenue")
 
@@ -37,21 +34,16 @@ def run(num_seeds: int, total_timesteps: int, eval_episodes: int, out: Path) -> 
     final_state, curves = jax.block_until_ready(train(jax.random.split(jax.random.key(0), num_seeds)))
     train_s = time.perf_counter() - start
     network_params = ppo.network_params(final_state)
-
-    def ppo_policy(seed):
-        seed_params = jax.tree.map(lambda x: x[seed], network_params)
-        return ppo.make_policy(config, env, seed_params, deterministic=True)
-
-    policies = {
-        "PPO": ppo_policy,
-        "myopic oracle": lambda seed: baselines.myopic_oracle(env, params),
-        "popularity": lambda seed: baselines.popularity_policy(env, params),
-        "random": lambda seed: baselines.random_policy(env, params),
-    }
+    ppo_policies = [ppo.make_policy(config, env, jax.tree.map(lambda x: x[seed], network_params),
+                                    deterministic=True) for seed in range(num_seeds)]
+    baseline_policies = {"myopic oracle": baselines.myopic_oracle(env, params),
+                         "popularity": baselines.popularity_policy(env, params),
+                         "random": baselines.random_policy(env, params)}
+    policies = {"PPO": ppo_policies, **{name: [p] * num_seeds for name, p in baseline_policies.items()}}
     per_seed = {name: {m: [] for m in METRICS} for name in policies}
-    for name, make_policy in policies.items():
-        for seed in range(num_seeds):
-            episodes = evaluate(env, params, make_policy(seed), jax.random.key(1000 + seed), eval_episodes)
+    for name, seed_policies in policies.items():
+        for seed, policy in enumerate(seed_policies):
+            episodes = evaluate(env, params, policy, jax.random.key(1000 + seed), eval_episodes)
             for m in METRICS:
                 per_seed[name][m].append(float(np.mean(episodes[m])))
     summary = {name: {m: confidence_interval(np.array(v)) for m, v in metrics.items()}
@@ -86,20 +78,9 @@ def write_table(summary, num_seeds, total_timesteps, eval_episodes, train_s, pat
 
 
 def plot(curves, summary, path: Path) -> None:
-    steps = np.asarray(curves["env_steps"][0])
-    returns = np.asarray(curves["episode_return"])
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(steps, returns.mean(0), color="C0", label="PPO (mean over seeds)")
-    ax.fill_between(steps, returns.min(0), returns.max(0), color="C0", alpha=0.25, label="PPO min-max")
-    for i, name in enumerate(n for n in summary if n != "PPO"):
-        ax.axhline(summary[name]["return"][0], color=f"C{i + 1}", ls="--", label=name)
-    ax.set_xlabel("env steps per seed")
-    ax.set_ylabel("episode return")
-    ax.set_title("ShopperRec-v0: PPO learning curve vs baselines")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    baseline_returns = {name: stats["return"][0] for name, stats in summary.items() if name != "PPO"}
+    plot_learning_curve(metric_rows(curves, first_update=0), path, baselines=baseline_returns,
+                        title="ShopperRec-v0: PPO learning curve vs baselines")
     print(f"wrote {path.with_suffix('.md')} and {path}")
 
 
