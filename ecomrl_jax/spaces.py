@@ -1,4 +1,4 @@
-"""Spaces that gymnax.environments.spaces lacks."""
+"""Spaces that gymnax.environments.spaces lacks, and the static action check every env uses."""
 
 import jax
 import jax.numpy as jnp
@@ -39,3 +39,17 @@ class Slate(spaces.Space):
         in_range = jnp.all((x >= 0) & (x < self.n))
         distinct = jnp.sum(x[:, None] == x[None, :]) == self.slate_size
         return in_range & distinct
+
+
+def check_action(env_name: str, action, shape: tuple[int, ...], integer: bool) -> jax.Array:
+    """`action` as an array once its static shape and dtype are right (checked at trace time):
+    a wrong shape is a ValueError, a non-integer where an index is expected a TypeError.
+    Range rules are each env's own (documented on its card)."""
+    action = jnp.asarray(action)
+    if integer and not jnp.issubdtype(action.dtype, jnp.integer):
+        raise TypeError(f"{env_name} actions must be integers, got dtype {action.dtype}")
+    if not integer and not jnp.issubdtype(action.dtype, jnp.number):
+        raise TypeError(f"{env_name} actions must be numbers, got dtype {action.dtype}")
+    if action.shape != tuple(shape):
+        raise ValueError(f"{env_name} expects an action of shape {tuple(shape)}, got {action.shape}")
+    return action

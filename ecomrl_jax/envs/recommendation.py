@@ -16,7 +16,7 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
-from ecomrl_jax.spaces import Slate
+from ecomrl_jax.spaces import Slate, check_action
 
 
 @struct.dataclass
@@ -163,8 +163,12 @@ class ShopperRec(environment.Environment[EnvState, EnvParams]):
             raise ValueError("params.interest_drift must lie in [0, 1]")
         if np.any(np.asarray(params.patience_init) <= 0):
             raise ValueError("params.patience_init must be > 0")
-        if np.any(np.asarray(params.max_steps_in_episode) < 1):
-            raise ValueError("params.max_steps_in_episode must be >= 1")
+        max_steps = np.asarray(params.max_steps_in_episode)
+        if not np.issubdtype(max_steps.dtype, np.integer) or np.any(max_steps < 1):
+            raise ValueError(f"params.max_steps_in_episode must be an integer >= 1, got {max_steps}")
+        threshold = np.asarray(params.quality_threshold)
+        if np.any((threshold < 0) | (threshold > 1)):
+            raise ValueError("params.quality_threshold must lie in [0, 1] (item quality's range)")
         category = np.asarray(params.item_category)
         if np.any((category < 0) | (category >= self.num_categories)):
             raise ValueError(f"params.item_category must lie in [0, {self.num_categories})")
@@ -273,13 +277,9 @@ class ShopperRec(environment.Environment[EnvState, EnvParams]):
         Rule (documented on the env card): a slot whose index is outside
         [0, num_candidates) or repeats an earlier slot is shown empty and counted.
         """
-        action = jnp.asarray(action)
-        if not jnp.issubdtype(action.dtype, jnp.integer):
-            raise TypeError(f"{self.name} actions must be integers, got dtype {action.dtype}")
         expected = () if self.slate_size == 1 else (self.slate_size,)
-        if action.shape != expected:
-            raise ValueError(f"{self.name} with slate_size={self.slate_size} expects an action "
-                             f"of shape {expected}, got {action.shape}")
+        action = check_action(f"{self.name} with slate_size={self.slate_size}", action, expected,
+                              integer=True)
         slots = jnp.atleast_1d(action).astype(jnp.int32)
         in_range = (slots >= 0) & (slots < self.num_candidates)
         earlier = jnp.tril(slots[:, None] == slots[None, :], k=-1)

@@ -679,6 +679,8 @@ BAD_PARAMS = [
     ("patience_init", lambda p: 0.0),
     ("patience_init", lambda p: -1.0),
     ("max_steps_in_episode", lambda p: 0),
+    ("max_steps_in_episode", lambda p: 10.5),
+    ("quality_threshold", lambda p: 1.2),
     ("affinity_scale", lambda p: -1.0),
     ("position_bias", lambda p: -0.5),
     ("patience_step_cost", lambda p: -0.01),
