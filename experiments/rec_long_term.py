@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 
 import ecomrl_jax  # noqa: E402
 from ecomrl_jax.agents import baselines, ppo  # noqa: E402
-from ecomrl_jax.evaluation import confidence_interval, evaluate  # noqa: E402
+from ecomrl_jax.evaluation import compare, comparison_table, confidence_interval, evaluate  # noqa: E402
 from ecomrl_jax.logging import metric_rows, plot_learning_curve  # noqa: E402
 
 METRICS = ("return", "length", "clicks", "purchases", "revenue")
@@ -48,12 +48,14 @@ def run(num_seeds: int, total_timesteps: int, eval_episodes: int, out: Path) -> 
                 per_seed[name][m].append(float(np.mean(episodes[m])))
     summary = {name: {m: confidence_interval(np.array(v)) for m, v in metrics.items()}
                for name, metrics in per_seed.items()}
-    write_table(summary, num_seeds, total_timesteps, eval_episodes, train_s, out / "rec_long_term.md")
+    ab = compare(env, params, baseline_policies["myopic oracle"], ppo_policies[0], jax.random.key(1000),
+                 eval_episodes)
+    write_table(summary, ab, num_seeds, total_timesteps, eval_episodes, train_s, out / "rec_long_term.md")
     plot(curves, summary, out / "rec_long_term.png")
     return summary
 
 
-def write_table(summary, num_seeds, total_timesteps, eval_episodes, train_s, path: Path) -> None:
+def write_table(summary, ab, num_seeds, total_timesteps, eval_episodes, train_s, path: Path) -> None:
     ppo_ret, oracle_ret = summary["PPO"]["return"], summary["myopic oracle"]["return"]
     gain = ppo_ret[0] / oracle_ret[0] - 1.0
     separated = ppo_ret[1] > oracle_ret[2]
@@ -71,7 +73,10 @@ def write_table(summary, num_seeds, total_timesteps, eval_episodes, train_s, pat
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", f"PPO vs myopic oracle on return: {gain:+.1%}; intervals "
               f"{'do not overlap' if separated else 'overlap'}. "
-              f"Goal (>= +10%, non-overlapping): {'met' if gain >= 0.10 and separated else 'NOT met'}."]
+              f"Goal (>= +10%, non-overlapping): {'met' if gain >= 0.10 and separated else 'NOT met'}.",
+              "", "A/B on common random numbers, PPO seed 0 vs myopic oracle, "
+              f"{eval_episodes} paired episodes (key 1000):", "",
+              comparison_table(ab, ("myopic oracle", "PPO"))]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
