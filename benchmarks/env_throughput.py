@@ -66,14 +66,19 @@ def to_markdown(rows: list[dict], device: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def make_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """This benchmark's arguments, added to `parser` (the `ecomrl bench` subcommand) or a new one."""
+    parser = parser or argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", nargs="+", default=None, help="env ids (default: all registered)")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 64, 1024, 4096, 16384])
     parser.add_argument("--num-steps", type=int, default=100, help="scan length per timed call")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("results"))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[dict]:
+    """Check the arguments (bad ones go to `parser.error`), measure, print and write the results."""
     env_ids = args.envs or ecomrl_jax.list_envs()
     unknown = sorted(set(env_ids) - set(ecomrl_jax.list_envs()))
     if unknown:
@@ -92,6 +97,11 @@ def main(argv=None) -> list[dict]:
     (args.out / "env_throughput.json").write_text(json.dumps({"device": device, "results": rows}, indent=2))
     (args.out / "env_throughput.md").write_text(to_markdown(rows, device))
     return rows
+
+
+def main(argv=None) -> list[dict]:
+    parser = make_parser()
+    return run(parser.parse_args(argv), parser)
 
 
 if __name__ == "__main__":

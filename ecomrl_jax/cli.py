@@ -13,6 +13,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import ecomrl_jax  # noqa: E402
+from benchmarks import env_throughput  # noqa: E402
 from ecomrl_jax import checkpoint, evaluation  # noqa: E402
 from ecomrl_jax.agents import ppo  # noqa: E402
 from ecomrl_jax.agents.learner import run_updates  # noqa: E402
@@ -145,12 +146,6 @@ def report(env, params, module, config, state, num_episodes: int, seed: int) -> 
         print(f"| {name} | {mean:.3f} [{low:.3f}, {high:.3f}] |")
 
 
-def cmd_bench(args) -> None:
-    from benchmarks import env_throughput
-
-    env_throughput.main(args.bench_args)
-
-
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ecomrl", description="JAX reinforcement learning for e-commerce")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -176,9 +171,9 @@ def make_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--episodes", type=int, default=1000)
     evaluate.set_defaults(func=cmd_evaluate)
 
-    bench = sub.add_parser("bench", help="env throughput benchmark (args go to benchmarks.env_throughput)")
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
-    bench.set_defaults(func=cmd_bench)
+    bench = sub.add_parser("bench", help="env steps/s of every env (benchmarks/env_throughput.py)")
+    env_throughput.make_parser(bench)
+    bench.set_defaults(func=lambda args: env_throughput.run(args, bench))
     return parser
 
 

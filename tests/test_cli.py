@@ -86,6 +86,8 @@ def test_list_names_envs_and_algorithms(capsys):
     (["train", "--total-steps", "10"], "less than one update"),
     (["evaluate"], "the following arguments are required: --checkpoint"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["bench", "--envs", "Nope-v0"], "unknown env ids ['Nope-v0']"),
+    (["bench", "--batch-sizes", "0"], "batch sizes, --num-steps and --repeats must be positive"),
 ])
 def test_bad_arguments_give_one_line_and_exit_code_2(argv, message, tmp_path, capsys):
     assert main([*argv, *(["--out", str(tmp_path / "run")] if argv[0] == "train" else [])]) == 2
@@ -114,3 +116,12 @@ def test_corrupt_checkpoint_is_a_clear_error(trained, tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ecomrl: error: ") and "checkpoint" in err and err.count("\n") == 1
+
+
+def test_bench_writes_json_and_markdown(tmp_path, capsys):
+    assert main(["bench", "--envs", "ShopperRec-v0", "--batch-sizes", "2", "--num-steps", "3",
+                 "--repeats", "1", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "env_throughput.json").read_text())["results"]
+    assert [(r["env"], r["batch_size"], r["num_steps"]) for r in results] == [("ShopperRec-v0", 2, 3)]
+    assert results[0]["steps_per_s"] > 0 and results[0]["compile_s"] > 0
+    assert "| ShopperRec-v0 | 2 |" in (tmp_path / "env_throughput.md").read_text()
