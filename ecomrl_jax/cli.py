@@ -1,4 +1,4 @@
-"""The `ecomrl` command: list, train, evaluate, bench."""
+"""The `ecomrl` command: list, train, evaluate, sweep, bench."""
 
 import argparse
 import dataclasses
@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 
 import ecomrl_jax  # noqa: E402
 from benchmarks import env_throughput  # noqa: E402
-from ecomrl_jax import checkpoint, evaluation  # noqa: E402
+from ecomrl_jax import checkpoint, evaluation, sweep  # noqa: E402
 from ecomrl_jax.agents import ppo  # noqa: E402
 from ecomrl_jax.agents.learner import run_updates  # noqa: E402
 from ecomrl_jax.logging import MetricsWriter, ProgressBar, plot_learning_curve  # noqa: E402
@@ -49,6 +49,13 @@ def parse_overrides(pairs: list[str], config_cls) -> dict:
     return overrides
 
 
+def check_env_and_algo(args) -> None:
+    if args.env not in ecomrl_jax.list_envs():
+        raise UsageError(f"unknown --env {args.env!r}; choose from {ecomrl_jax.list_envs()}")
+    if args.algo not in ALGOS:
+        raise UsageError(f"unknown --algo {args.algo!r}; choose from {sorted(ALGOS)}")
+
+
 def build(run: dict):
     """Env, params, config and learner from a run description (also stored with checkpoints)."""
     env, params = ecomrl_jax.make(run["env"])
@@ -71,10 +78,7 @@ def cmd_train(args) -> None:
             raise UsageError(f"--resume: no run found in {out} (missing {RUN_FILE})")
         run = json.loads(run_path.read_text())
     else:
-        if args.env not in ecomrl_jax.list_envs():
-            raise UsageError(f"unknown --env {args.env!r}; choose from {ecomrl_jax.list_envs()}")
-        if args.algo not in ALGOS:
-            raise UsageError(f"unknown --algo {args.algo!r}; choose from {sorted(ALGOS)}")
+        check_env_and_algo(args)
         if args.seeds < 1 or args.total_steps < 1 or args.checkpoints < 1:
             raise UsageError("--seeds, --total-steps and --checkpoints must be positive")
         if (out / RUN_FILE).exists():
@@ -146,6 +150,50 @@ def report(env, params, module, config, state, num_episodes: int, seed: int) -> 
         print(f"| {name} | {mean:.3f} [{low:.3f}, {high:.3f}] |")
 
 
+def parse_grid(pairs: list[str], config_cls) -> dict[str, list]:
+    """`name=v1,v2,...` pairs -> {name: [values]} typed like the field's default."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    grid = {}
+    for pair in pairs:
+        name, sep, values = pair.partition("=")
+        if not sep or name not in fields:
+            raise UsageError(f"--grid expects NAME=V1,V2,... with NAME one of "
+                             f"{sweep.traced_fields(config_cls)}, got {pair!r}")
+        kind = type(fields[name].default)
+        try:
+            grid[name] = [kind(json.loads(v)) for v in values.split(",")]
+        except (ValueError, TypeError):
+            raise UsageError(f"--grid {name}: cannot read {values!r} as {kind.__name__} values") from None
+    if not grid:
+        raise UsageError("sweep needs at least one --grid NAME=V1,V2,...")
+    return grid
+
+
+def cmd_sweep(args) -> None:
+    check_env_and_algo(args)
+    if args.seeds < 1 or (args.chunk_size is not None and args.chunk_size < 1):
+        raise UsageError("--seeds and --chunk-size must be positive")
+    config_cls, module = ALGOS[args.algo]
+    grid = parse_grid(args.grid, config_cls)
+    base = {**parse_overrides(args.set, config_cls), "total_timesteps": args.total_steps}
+    env, params = ecomrl_jax.make(args.env)
+    rows = sweep.run_sweep(module, config_cls, env, params, base, grid, args.seeds, args.seed,
+                           args.chunk_size)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(grid)
+    table = (f"{args.algo} on {args.env}, {args.total_steps:,} env steps per run, {args.seeds} seeds "
+             f"per point; score = mean episode return over the last tenth of updates\n\n"
+             + sweep.sweep_table(rows, names))
+    (out / "sweep.md").write_text(table + "\n")
+    (out / "sweep.json").write_text(json.dumps({"env": args.env, "algo": args.algo, "base": base,
+                                                "grid": grid, "rows": rows}, indent=2))
+    print(table)
+    if len(names) <= 2:
+        sweep.plot_sweep(rows, names, out / "sweep.png")
+        print(f"\nwrote {out / 'sweep.md'}, {out / 'sweep.json'} and {out / 'sweep.png'}")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ecomrl", description="JAX reinforcement learning for e-commerce")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -170,6 +218,21 @@ def make_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", required=True, help="the run directory given to train --out")
     evaluate.add_argument("--episodes", type=int, default=1000)
     evaluate.set_defaults(func=cmd_evaluate)
+
+    sweep_parser = sub.add_parser("sweep", help="grid over config fields, trained as one vmapped run")
+    sweep_parser.add_argument("--env", default="ShopperRec-v0")
+    sweep_parser.add_argument("--algo", default="ppo")
+    sweep_parser.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2,...",
+                              help="values of one traced config field, e.g. --grid lr=1e-3,3e-3")
+    sweep_parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                              help="fixed config override for every point")
+    sweep_parser.add_argument("--seeds", type=int, default=3, help="seeds per grid point")
+    sweep_parser.add_argument("--seed", type=int, default=0, help="base PRNG seed (shared by all points)")
+    sweep_parser.add_argument("--total-steps", type=int, default=500_000, help="env steps per run")
+    sweep_parser.add_argument("--chunk-size", type=int, default=None,
+                              help="runs per compiled batch (default: all at once); lower it to save memory")
+    sweep_parser.add_argument("--out", default="results/sweep")
+    sweep_parser.set_defaults(func=cmd_sweep)
 
     bench = sub.add_parser("bench", help="env steps/s of every env (benchmarks/env_throughput.py)")
     env_throughput.make_parser(bench)

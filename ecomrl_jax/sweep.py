@@ -1,0 +1,109 @@
+"""Hyperparameter sweeps: a grid over a learner's traced config fields, trained as one vmapped `train`.
+
+Every grid point x seed is one element of a batch of configs, so the whole sweep compiles once
+(per chunk size) and runs as `jit(vmap(train))`. Large grids run in chunks of `chunk_size`
+runs to bound memory. A point's score is the mean `episode_return` over the last tenth of its
+updates, summarised over seeds with a 95% t-interval.
+"""
+
+import dataclasses
+import itertools
+import math
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matplotlib.figure import Figure
+
+from ecomrl_jax.evaluation import confidence_interval
+
+
+def traced_fields(config_cls) -> list[str]:
+    """The config fields a sweep may vary: those that are pytree leaves (not static sizes)."""
+    return [f.name for f in dataclasses.fields(config_cls) if f.metadata.get("pytree_node", True)]
+
+
+def expand_grid(grid: dict[str, list[float]], config_cls) -> list[dict]:
+    """All combinations of `grid` values, in row-major order; names must be traced fields."""
+    sweepable = traced_fields(config_cls)
+    for name, values in grid.items():
+        if name not in sweepable:
+            raise ValueError(f"cannot sweep {name!r}: sweepable {config_cls.__name__} fields are "
+                             f"{sweepable} (sizes are static and need a separate run)")
+        if not values:
+            raise ValueError(f"grid for {name!r} has no values")
+    names = list(grid)
+    return [dict(zip(names, combo)) for combo in itertools.product(*grid.values())]
+
+
+def run_sweep(module, config_cls, env, env_params, base: dict, grid: dict[str, list[float]],
+              num_seeds: int, seed: int = 0, chunk_size: int | None = None) -> list[dict]:
+    """Train every grid point with `num_seeds` seeds; returns one row per point:
+    the point's values, `score` = (mean, low, high) over seeds, and the per-seed `scores`."""
+    points = expand_grid(grid, config_cls)
+    configs = [config_cls(**{**base, **point}) for point in points]
+    for config in configs:
+        config.validate()
+    runs = [(config, jax.random.fold_in(jax.random.key(seed), s)) for config in configs
+            for s in range(num_seeds)]
+    chunk_size = chunk_size or len(runs)
+    train = jax.jit(jax.vmap(lambda config, key: module.make_train(config, env, env_params)(key)))
+    scores = []
+    for start in range(0, len(runs), chunk_size):
+        chunk = runs[start:start + chunk_size]
+        batch = jax.tree.map(lambda *x: jnp.stack([jnp.asarray(v) for v in x]),
+                             *[c for c, _ in chunk])
+        _, metrics = train(batch, jnp.stack([k for _, k in chunk]))
+        returns = np.asarray(metrics["episode_return"])
+        tail = max(1, returns.shape[1] // 10)
+        scores.extend(returns[:, -tail:].mean(axis=1).tolist())
+    rows = []
+    for i, point in enumerate(points):
+        per_seed = np.array(scores[i * num_seeds:(i + 1) * num_seeds])
+        score = confidence_interval(per_seed) if num_seeds > 1 else (per_seed[0], math.nan, math.nan)
+        rows.append({**point, "score": score, "scores": per_seed.tolist()})
+    return rows
+
+
+def sweep_table(rows: list[dict], names: list[str]) -> str:
+    """Markdown table: one line per grid point, score mean [95% CI over seeds]."""
+    lines = ["| " + " | ".join(names) + " | episode return (mean [95% CI]) |",
+             "|" + "---|" * (len(names) + 1)]
+    for row in rows:
+        mean, low, high = row["score"]
+        lines.append("| " + " | ".join(f"{row[n]:g}" for n in names)
+                     + f" | {mean:.3f} [{low:.3f}, {high:.3f}] |")
+    return "\n".join(lines)
+
+
+def plot_sweep(rows: list[dict], names: list[str], png_path) -> None:
+    """A line with its interval band for one swept field, a heat map of means for two."""
+    if len(names) not in (1, 2):
+        raise ValueError(f"can plot a sweep over 1 or 2 fields, got {len(names)}: {names}")
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.add_subplot()
+    means = np.array([r["score"][0] for r in rows])
+    if len(names) == 1:
+        xs = np.array([r[names[0]] for r in rows])
+        ax.plot(xs, means, "o-")
+        ax.fill_between(xs, [r["score"][1] for r in rows], [r["score"][2] for r in rows], alpha=0.25)
+        ax.set_xlabel(names[0])
+        ax.set_ylabel("episode return")
+        if np.all(xs > 0) and xs.max() / xs.min() >= 100:
+            ax.set_xscale("log")
+    else:
+        xs = sorted({r[names[1]] for r in rows})
+        ys = sorted({r[names[0]] for r in rows})
+        grid = means.reshape(len(ys), len(xs))
+        image = ax.imshow(grid, origin="lower", cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
+        ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])
+        ax.set_xlabel(names[1])
+        ax.set_ylabel(names[0])
+        for (i, j), value in np.ndenumerate(grid):
+            ax.text(j, i, f"{value:.1f}", ha="center", va="center", color="w")
+        fig.colorbar(image, ax=ax, label="episode return")
+    fig.tight_layout()
+    Path(png_path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path, dpi=120)
