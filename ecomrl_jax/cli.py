@@ -15,12 +15,15 @@ import numpy as np  # noqa: E402
 import ecomrl_jax  # noqa: E402
 from benchmarks import env_throughput  # noqa: E402
 from ecomrl_jax import checkpoint, evaluation, sweep  # noqa: E402
-from ecomrl_jax.agents import ppo  # noqa: E402
+from ecomrl_jax.agents import a2c, ppo, reinforce  # noqa: E402
+from ecomrl_jax.agents import dqn, tabular  # noqa: E402
 from ecomrl_jax.agents.learner import run_updates  # noqa: E402
 from ecomrl_jax.logging import MetricsWriter, ProgressBar, plot_learning_curve  # noqa: E402
 
 # --algo name -> (config class, learner module with make_learner, make_policy, network_params)
-ALGOS = {"ppo": (ppo.PPOConfig, ppo)}
+ALGOS = {"ppo": (ppo.PPOConfig, ppo), "a2c": (a2c.A2CConfig, a2c), "dqn": (dqn.DQNConfig, dqn),
+         "reinforce": (reinforce.REINFORCEConfig, reinforce),
+         "q_learning": (tabular.QLearningConfig, tabular), "sarsa": (tabular.SARSAConfig, tabular)}
 RUN_FILE = "run.json"
 
 
@@ -41,11 +44,11 @@ def parse_overrides(pairs: list[str], config_cls) -> dict:
         name, sep, value = pair.partition("=")
         if not sep or name not in fields:
             raise UsageError(f"--set expects NAME=VALUE with NAME one of {sorted(fields)}, got {pair!r}")
-        default = fields[name].default
+        kind = type(fields[name].default)
         try:
-            overrides[name] = type(default)(json.loads(value)) if default is not None else json.loads(value)
+            overrides[name] = value if kind is str else kind(json.loads(value))
         except (ValueError, TypeError):
-            raise UsageError(f"--set {name}: cannot read {value!r} as {type(default).__name__}") from None
+            raise UsageError(f"--set {name}: cannot read {value!r} as {kind.__name__}") from None
     return overrides
 
 
@@ -79,12 +82,14 @@ def cmd_train(args) -> None:
         run = json.loads(run_path.read_text())
     else:
         check_env_and_algo(args)
-        if args.seeds < 1 or args.total_steps < 1 or args.checkpoints < 1:
+        if args.seeds < 1 or (args.total_steps or 1) < 1 or args.checkpoints < 1:
             raise UsageError("--seeds, --total-steps and --checkpoints must be positive")
         if (out / RUN_FILE).exists():
             raise UsageError(f"{out} already holds a run; use --resume or another --out")
         config_cls = ALGOS[args.algo][0]
-        config = {**parse_overrides(args.set, config_cls), "total_timesteps": args.total_steps}
+        config = parse_overrides(args.set, config_cls)
+        if args.total_steps is not None:
+            config["total_timesteps"] = args.total_steps
         run = {"env": args.env, "algo": args.algo, "seeds": args.seeds, "seed": args.seed,
                "checkpoints": args.checkpoints,
                "config": dataclasses.asdict(config_cls(**config))}
@@ -146,7 +151,11 @@ def report(env, params, module, config, state, num_episodes: int, seed: int) -> 
     print(f"\nevaluation: {num_episodes} episodes per seed, greedy policy, mean [95% CI over seeds]")
     print("| metric | value |\n|---|---|")
     for name in per_seed[0]:
-        mean, low, high = evaluation.confidence_interval(np.array([s[name] for s in per_seed]))
+        values = np.array([s[name] for s in per_seed])
+        if len(values) == 1:
+            print(f"| {name} | {values[0]:.3f} (one seed: no interval) |")
+            continue
+        mean, low, high = evaluation.confidence_interval(values)
         print(f"| {name} | {mean:.3f} [{low:.3f}, {high:.3f}] |")
 
 
@@ -204,8 +213,8 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--algo", default="ppo")
     train.add_argument("--seeds", type=int, default=1, help="number of seeds, trained vmapped")
     train.add_argument("--seed", type=int, default=0, help="first PRNG seed")
-    train.add_argument("--total-steps", type=int, default=ppo.PPOConfig().total_timesteps,
-                       help="env steps per seed")
+    train.add_argument("--total-steps", type=int, default=None,
+                       help="env steps per seed (default: the learner's own)")
     train.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                        help="override a config field, e.g. --set lr=1e-3")
     train.add_argument("--checkpoints", type=int, default=10, help="checkpoints over the run")

@@ -53,3 +53,28 @@ def check_action(env_name: str, action, shape: tuple[int, ...], integer: bool) -
     if action.shape != tuple(shape):
         raise ValueError(f"{env_name} expects an action of shape {tuple(shape)}, got {action.shape}")
     return action
+
+
+class MultiDiscrete(spaces.Space):
+    """`size` independent indices, each in [0, n) (e.g. one price-grid index per product)."""
+
+    def __init__(self, n: int, size: int):
+        for name, value in (("n", n), ("size", size)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.n = n
+        self.size = size
+        self.shape = (size,)
+        self.dtype = jnp.int32
+
+    def __repr__(self) -> str:
+        return f"MultiDiscrete(n={self.n}, size={self.size})"
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        return jax.random.randint(key, self.shape, 0, self.n, self.dtype)
+
+    def contains(self, x: jax.Array) -> jax.Array:
+        x = jnp.asarray(x)
+        if x.shape != self.shape or not jnp.issubdtype(x.dtype, jnp.integer):
+            return jnp.array(False)
+        return jnp.all((x >= 0) & (x < self.n))

@@ -76,7 +76,7 @@ def test_list_names_envs_and_algorithms(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--env", "Nope-v0"], "unknown --env 'Nope-v0'; choose from"),
-    (["train", "--algo", "nope"], "unknown --algo 'nope'; choose from ['ppo']"),
+    (["train", "--algo", "nope"], "unknown --algo 'nope'; choose from ['a2c', 'dqn', 'ppo',"),
     (["train", "--set", "nope=1"], "--set expects NAME=VALUE with NAME one of"),
     (["train", "--set", "lr"], "--set expects NAME=VALUE"),
     (["train", "--set", "lr=fast"], "--set lr: cannot read 'fast' as float"),
@@ -125,3 +125,9 @@ def test_bench_writes_json_and_markdown(tmp_path, capsys):
     assert [(r["env"], r["batch_size"], r["num_steps"]) for r in results] == [("ShopperRec-v0", 2, 3)]
     assert results[0]["steps_per_s"] > 0 and results[0]["compile_s"] > 0
     assert "| ShopperRec-v0 | 2 |" in (tmp_path / "env_throughput.md").read_text()
+
+
+def test_one_seed_reports_values_without_an_interval(tmp_path, capsys):
+    assert main(["train", "--checkpoints", "1", "--episodes", "5", "--out", str(tmp_path / "run"), *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert "| return |" in printed and "(one seed: no interval)" in printed

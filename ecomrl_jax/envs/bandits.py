@@ -1,0 +1,346 @@
+"""Multi-armed bandits: Bernoulli, Gaussian, contextual linear and price-point bandits.
+
+Each step is one round: the agent pulls an arm and gets a reward. An episode is
+`max_steps_in_episode` rounds; the arms' reward model lives in params and never changes,
+so a learner can play straight across the auto-reset. `info["regret"]` is the per-round
+pseudo-regret (expected reward of the best arm minus that of the arm played) and
+`expected_rewards(state, params)` the oracle's view. See docs/envs/bandits.md.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from gymnax.environments import environment, spaces
+
+from ecomrl_jax.spaces import check_action
+
+
+@struct.dataclass
+class EnvState(environment.EnvState):
+    contexts: jax.Array  # (num_arms, context_dim) this round's context of each arm
+
+
+@struct.dataclass
+class BernoulliParams:
+    means: jax.Array  # (num_arms,) success probability of each arm
+    max_steps_in_episode: int = 1000
+
+
+@struct.dataclass
+class GaussianParams:
+    means: jax.Array  # (num_arms,)
+    stds: jax.Array  # (num_arms,) > 0
+    max_steps_in_episode: int = 1000
+
+
+@struct.dataclass
+class ContextualParams:
+    theta: jax.Array  # (num_arms, context_dim) hidden weights: E[reward | x] = <theta_a, x_a>
+    context_scale: float = 1.0  # std of each context coordinate
+    noise_std: float = 0.5
+    max_steps_in_episode: int = 1000
+
+
+@struct.dataclass
+class PricingParams:
+    prices: jax.Array  # (num_arms,) the price points on offer, > 0
+    wtp_mean: float = 5.0  # location of the shoppers' logistic willingness to pay
+    wtp_scale: float = 1.5  # its scale, > 0
+    max_steps_in_episode: int = 1000
+
+
+class BanditEnv(environment.Environment):
+    """One round per step: clipped arm, reward draw, regret bookkeeping, fresh contexts.
+
+    Subclasses give `expected_rewards`, `draw_reward`, `reward_range`, `make_params` and
+    `validate_params`; non-contextual ones observe the constant vector `[1.0]`.
+    """
+
+    is_contextual = False
+
+    def __init__(self, num_arms: int = 10):
+        _check_size("num_arms", num_arms, minimum=2)
+        self.num_arms = num_arms
+        self.context_dim = 1
+        self.shared_context = True
+
+    @property
+    def num_actions(self) -> int:
+        return self.num_arms
+
+    @property
+    def default_params(self):
+        return self.make_params(jax.random.key(0))
+
+    def expected_rewards(self, state: EnvState, params) -> jax.Array:
+        """(num_arms,) expected reward of each arm in this round (the oracle's view)."""
+        raise NotImplementedError
+
+    def draw_reward(self, key: jax.Array, state: EnvState, arm: jax.Array, params):
+        """`(reward, business metrics)` of pulling `arm` this round."""
+        raise NotImplementedError
+
+    def reward_range(self, params) -> tuple[jax.Array, jax.Array] | None:
+        """`(low, high)` bounds of every possible reward, or None when rewards are unbounded."""
+        raise NotImplementedError
+
+    def make_params(self, key: jax.Array, **overrides: Any):
+        """A random instance drawn from `key` (jittable, vmappable), with scalar overrides."""
+        raise NotImplementedError
+
+    def validate_params(self, params) -> None:
+        """Raise ValueError naming `params.<field>` and its valid range; call outside jit."""
+        raise NotImplementedError
+
+    def draw_contexts(self, key: jax.Array, params) -> jax.Array:
+        """(num_arms, context_dim) contexts of a new round."""
+        return jnp.ones((self.num_arms, 1), jnp.float32)
+
+    def arm_contexts(self, obs: jax.Array) -> jax.Array:
+        """(num_arms, context_dim) view of an observation: a shared context is repeated per arm."""
+        if self.shared_context:
+            return jnp.broadcast_to(obs, (self.num_arms, self.context_dim))
+        return obs.reshape(self.num_arms, self.context_dim)
+
+    def reset_env(self, key: jax.Array, params) -> tuple[jax.Array, EnvState]:
+        state = EnvState(time=jnp.int32(0), contexts=self.draw_contexts(key, params))
+        return self.get_obs(state, params), state
+
+    def step_env(self, key: jax.Array, state: EnvState, action: jax.Array, params):
+        arm, invalid = self._clip_arm(action)
+        k_reward, k_context = jax.random.split(key)
+        expected = self.expected_rewards(state, params)
+        best = jnp.max(expected)
+        reward, metrics = self.draw_reward(k_reward, state, arm, params)
+        info = {"regret": best - expected[arm],
+                "optimal_arm_chosen": (expected[arm] >= best).astype(jnp.float32),
+                "invalid_actions": invalid, **metrics}
+        state = EnvState(time=state.time + 1, contexts=self.draw_contexts(k_context, params))
+        obs = self.get_obs(state, params)
+        return obs, state, reward.astype(jnp.float32), jnp.bool_(False), info
+
+    def get_obs(self, state: EnvState, params=None, key=None) -> jax.Array:
+        if self.shared_context:
+            return state.contexts[0]
+        return state.contexts.reshape(-1)
+
+    def is_terminated(self, state: EnvState, params) -> jax.Array:
+        return jnp.bool_(False)
+
+    def action_space(self, params=None) -> spaces.Discrete:
+        return spaces.Discrete(self.num_arms)
+
+    def observation_space(self, params=None) -> spaces.Box:
+        if not self.is_contextual:
+            return spaces.Box(1.0, 1.0, (1,), jnp.float32)
+        size = self.context_dim if self.shared_context else self.num_arms * self.context_dim
+        return spaces.Box(-jnp.inf, jnp.inf, (size,), jnp.float32)
+
+    def _clip_arm(self, action: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Rule (env card): an arm outside [0, num_arms) is clipped to the nearest valid arm
+        and counted in info["invalid_actions"]."""
+        action = check_action(self.name, action, (), integer=True).astype(jnp.int32)
+        arm = jnp.clip(action, 0, self.num_arms - 1)
+        return arm, (arm != action).astype(jnp.float32)
+
+    def _check_max_steps(self, params) -> None:
+        max_steps = np.asarray(params.max_steps_in_episode)
+        if not np.issubdtype(max_steps.dtype, np.integer) or np.any(max_steps < 1):
+            raise ValueError(
+                f"params.max_steps_in_episode must be an integer >= 1, got {max_steps}")
+
+
+class BernoulliBandit(BanditEnv):
+    """Arm `a` pays 1 with probability `means[a]`, else 0 (e.g. conversion of an offer)."""
+
+    @property
+    def name(self) -> str:
+        return "BernoulliBandit-v0"
+
+    @property
+    def default_params(self) -> BernoulliParams:
+        """Success probabilities evenly spaced in [0.1, 0.7]; the best arm is the last."""
+        return BernoulliParams(means=jnp.linspace(0.1, 0.7, self.num_arms, dtype=jnp.float32))
+
+    def make_params(self, key: jax.Array, **overrides: Any) -> BernoulliParams:
+        """Means drawn uniformly from [0, 1]; jittable and vmappable."""
+        params = BernoulliParams(means=jax.random.uniform(key, (self.num_arms,)))
+        return _override(params, overrides, ("max_steps_in_episode",))
+
+    def expected_rewards(self, state: EnvState, params: BernoulliParams) -> jax.Array:
+        return jnp.asarray(params.means, jnp.float32)
+
+    def draw_reward(self, key, state, arm, params):
+        return jax.random.bernoulli(key, params.means[arm]).astype(jnp.float32), {}
+
+    def reward_range(self, params):
+        return jnp.float32(0.0), jnp.float32(1.0)
+
+    def validate_params(self, params: BernoulliParams) -> None:
+        means = _array(params, "means", (self.num_arms,), f"num_arms={self.num_arms}")
+        if np.any((means < 0) | (means > 1)):
+            raise ValueError("params.means must lie in [0, 1] (they are probabilities)")
+        self._check_max_steps(params)
+
+
+class GaussianBandit(BanditEnv):
+    """Arm `a` pays a normal draw with mean `means[a]` and std `stds[a]`."""
+
+    @property
+    def name(self) -> str:
+        return "GaussianBandit-v0"
+
+    @property
+    def default_params(self) -> GaussianParams:
+        """Means evenly spaced in [0, 1], unit stds."""
+        return GaussianParams(means=jnp.linspace(0.0, 1.0, self.num_arms, dtype=jnp.float32),
+                              stds=jnp.ones(self.num_arms, jnp.float32))
+
+    def make_params(self, key: jax.Array, **overrides: Any) -> GaussianParams:
+        """The 10-armed testbed of Sutton & Barto: means ~ N(0, 1), unit stds."""
+        params = GaussianParams(means=jax.random.normal(key, (self.num_arms,)),
+                                stds=jnp.ones(self.num_arms, jnp.float32))
+        return _override(params, overrides, ("max_steps_in_episode",))
+
+    def expected_rewards(self, state: EnvState, params: GaussianParams) -> jax.Array:
+        return jnp.asarray(params.means, jnp.float32)
+
+    def draw_reward(self, key, state, arm, params):
+        return params.means[arm] + params.stds[arm] * jax.random.normal(key), {}
+
+    def reward_range(self, params):
+        return None
+
+    def validate_params(self, params: GaussianParams) -> None:
+        shape, sizes = (self.num_arms,), f"num_arms={self.num_arms}"
+        _array(params, "means", shape, sizes)
+        if np.any(_array(params, "stds", shape, sizes) <= 0):
+            raise ValueError("params.stds must be > 0")
+        self._check_max_steps(params)
+
+
+class ContextualLinearBandit(BanditEnv):
+    """Each round every arm `a` gets a context `x_a` (or all share one); pulling `a` pays
+    `<theta_a, x_a> + noise`. Contexts are i.i.d. normal; `theta` is hidden in params."""
+
+    is_contextual = True
+
+    def __init__(self, num_arms: int = 10, context_dim: int = 5, shared_context: bool = False):
+        super().__init__(num_arms)
+        _check_size("context_dim", context_dim, minimum=1)
+        if not isinstance(shared_context, bool):
+            raise ValueError(f"shared_context must be a bool, got {shared_context!r}")
+        self.context_dim = context_dim
+        self.shared_context = shared_context
+
+    @property
+    def name(self) -> str:
+        return "ContextualLinearBandit-v0"
+
+    def make_params(self, key: jax.Array, **overrides: Any) -> ContextualParams:
+        """theta_a ~ N(0, I / context_dim), so each arm's mean reward has std ~ context_scale."""
+        shape = (self.num_arms, self.context_dim)
+        params = ContextualParams(theta=jax.random.normal(key, shape) / np.sqrt(self.context_dim))
+        return _override(params, overrides, ("context_scale", "noise_std", "max_steps_in_episode"))
+
+    def draw_contexts(self, key: jax.Array, params: ContextualParams) -> jax.Array:
+        rows = 1 if self.shared_context else self.num_arms
+        x = params.context_scale * jax.random.normal(key, (rows, self.context_dim))
+        return jnp.broadcast_to(x, (self.num_arms, self.context_dim)).astype(jnp.float32)
+
+    def expected_rewards(self, state: EnvState, params: ContextualParams) -> jax.Array:
+        return jnp.sum(params.theta * state.contexts, axis=-1)
+
+    def draw_reward(self, key, state, arm, params):
+        mean = jnp.dot(params.theta[arm], state.contexts[arm])
+        return mean + params.noise_std * jax.random.normal(key), {}
+
+    def reward_range(self, params):
+        return None
+
+    def validate_params(self, params: ContextualParams) -> None:
+        _array(params, "theta", (self.num_arms, self.context_dim),
+               f"num_arms={self.num_arms}, context_dim={self.context_dim}")
+        for field in ("context_scale", "noise_std"):
+            value = np.asarray(getattr(params, field))
+            if not np.all(np.isfinite(value)) or np.any(value < 0):
+                raise ValueError(f"params.{field} must be finite and >= 0, got {value}")
+        self._check_max_steps(params)
+
+
+class PricingBandit(BanditEnv):
+    """Arms are price points. A shopper buys at price `p` when their willingness to pay, logistic
+    with location `wtp_mean` and scale `wtp_scale`, is at least `p`; the reward is the revenue."""
+
+    @property
+    def name(self) -> str:
+        return "PricingBandit-v0"
+
+    @property
+    def default_params(self) -> PricingParams:
+        """Prices 1, 2, ..., 10 (for 10 arms; evenly spaced in [1, 10] otherwise); best price 4."""
+        return PricingParams(prices=jnp.linspace(1.0, 10.0, self.num_arms, dtype=jnp.float32))
+
+    def make_params(self, key: jax.Array, **overrides: Any) -> PricingParams:
+        """Default prices; wtp_mean ~ U(3, 8) and wtp_scale ~ U(0.5, 2) drawn from `key`."""
+        k_mean, k_scale = jax.random.split(key)
+        params = self.default_params.replace(
+            wtp_mean=jax.random.uniform(k_mean, (), minval=3.0, maxval=8.0),
+            wtp_scale=jax.random.uniform(k_scale, (), minval=0.5, maxval=2.0))
+        return _override(params, overrides, ("prices", "max_steps_in_episode"))
+
+    def purchase_prob(self, params: PricingParams) -> jax.Array:
+        """(num_arms,) P(purchase) at each price: P(willingness to pay >= price)."""
+        return jax.nn.sigmoid((params.wtp_mean - params.prices) / params.wtp_scale)
+
+    def expected_rewards(self, state: EnvState, params: PricingParams) -> jax.Array:
+        return params.prices * self.purchase_prob(params)
+
+    def draw_reward(self, key, state, arm, params):
+        bought = jax.random.bernoulli(key, self.purchase_prob(params)[arm]).astype(jnp.float32)
+        revenue = bought * params.prices[arm]
+        return revenue, {"purchases": bought, "revenue": revenue}
+
+    def reward_range(self, params):
+        return jnp.float32(0.0), jnp.max(params.prices).astype(jnp.float32)
+
+    def validate_params(self, params: PricingParams) -> None:
+        prices = _array(params, "prices", (self.num_arms,), f"num_arms={self.num_arms}")
+        if np.any(prices <= 0):
+            raise ValueError("params.prices must be > 0")
+        if not np.all(np.isfinite(np.asarray(params.wtp_mean))):
+            raise ValueError("params.wtp_mean must be finite")
+        scale = np.asarray(params.wtp_scale)
+        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            raise ValueError(f"params.wtp_scale must be finite and > 0, got {scale}")
+        self._check_max_steps(params)
+
+
+def _check_size(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def _array(params, field: str, shape: tuple[int, ...], sizes: str) -> np.ndarray:
+    """`params.<field>` as a numpy array once it is a finite array of `shape`."""
+    value = getattr(params, field)
+    if not hasattr(value, "shape"):
+        raise ValueError(
+            f"params.{field} must be an array of shape {shape}, got {type(value).__name__}")
+    value = np.asarray(value)
+    if value.shape != shape:
+        raise ValueError(
+            f"params.{field} has shape {value.shape}; this env ({sizes}) needs {shape}")
+    if not np.all(np.isfinite(value)):
+        raise ValueError(f"params.{field} contains NaN or inf")
+    return value
+
+
+def _override(params, overrides: dict, allowed: tuple[str, ...]):
+    unknown = set(overrides) - set(allowed)
+    if unknown:
+        raise ValueError(f"unknown overrides {sorted(unknown)}; valid: {list(allowed)}")
+    return params.replace(**overrides)
