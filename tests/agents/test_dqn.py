@@ -17,6 +17,7 @@ from ecomrl_jax.agents.baselines import myopic_oracle, random_policy
 from ecomrl_jax.agents.learner import run_updates
 from ecomrl_jax.evaluation import evaluate
 from ecomrl_jax.networks import make_q_network
+from tests.helpers import assert_identical, quick_jit
 
 # 6 updates of 4 envs x 2 steps; learning starts after update 2; the 8-row buffer wraps.
 TINY = dict(num_envs=4, train_frequency=2, total_timesteps=4 * 2 * 6, buffer_size=4 * 8,
@@ -26,11 +27,6 @@ FIXED_LENGTH = dict(max_steps_in_episode=6, patience_init=10.0)
 EPISODE_METRICS = {"episode_return", "episode_length", "clicks", "purchases", "revenue",
                    "invalid_actions"}
 LEARNER_METRICS = {"loss", "q_mean", "target_mean", "epsilon", "episodes_finished", "env_steps"}
-
-
-def quick_jit(fn, *args):
-    """`fn` compiled for `args` with the fast-to-compile, slow-to-run XLA CPU backend setting."""
-    return jax.jit(fn).lower(*args).compile(compiler_options={"xla_backend_optimization_level": 0})
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +46,6 @@ def tiny_run(fixed_length):
     config = dqn.DQNConfig(**TINY)
     train = quick_jit(dqn.make_train(config, env, params), jax.random.key(0))
     return config, train, train(jax.random.key(0))
-
-
-def _assert_identical(a, b):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            x, y = jax.random.key_data(x), jax.random.key_data(y)
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 # Target functions on hand-computed cases: row by row eagerly and jitted, and vmapped.
@@ -236,7 +224,7 @@ def test_episode_metrics_average_finished_episodes_and_carry_when_none_finish(ti
 
 def test_same_key_gives_identical_run(tiny_run):
     _, train, first = tiny_run
-    _assert_identical(first, train(jax.random.key(0)))
+    assert_identical(first, train(jax.random.key(0)))
 
 
 def test_chunked_resume_equals_one_shot(fixed_length, tiny_run):
@@ -247,13 +235,13 @@ def test_chunked_resume_equals_one_shot(fixed_length, tiny_run):
     three_updates = quick_jit(lambda s: run_updates(learner, s, 3), state)
     middle, first = three_updates(state)
     state, second = three_updates(middle)
-    _assert_identical(state, one_shot_state)
-    _assert_identical(jax.tree.map(lambda a, b: jnp.concatenate([a, b]), first, second),
+    assert_identical(state, one_shot_state)
+    assert_identical(jax.tree.map(lambda a, b: jnp.concatenate([a, b]), first, second),
                       one_shot_metrics)
     # Hard target updates every 2 gradient steps: after 2 (update 3) the target is the online
     # network; after 5 it is the copy made at step 4, neither the online net nor the old copy.
     assert int(middle.train_state.grad_steps) == 2 and int(state.train_state.grad_steps) == 5
-    _assert_identical(middle.train_state.target_params, middle.train_state.params)
+    assert_identical(middle.train_state.target_params, middle.train_state.params)
     first_leaf = lambda tree: np.asarray(jax.tree.leaves(tree)[0])  # noqa: E731
     target = first_leaf(state.train_state.target_params)
     assert not np.array_equal(target, first_leaf(state.train_state.params))

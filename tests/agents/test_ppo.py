@@ -20,6 +20,7 @@ from ecomrl_jax.agents.baselines import myopic_oracle
 from ecomrl_jax.agents.learner import run_updates
 from ecomrl_jax.evaluation import evaluate
 from ecomrl_jax.networks import make_actor_critic
+from tests.helpers import assert_identical, quick_jit
 
 TINY = dict(num_envs=8, num_steps=16, total_timesteps=8 * 16 * 4, update_epochs=2,
             num_minibatches=2, hidden_size=16)
@@ -29,11 +30,6 @@ FIXED_LENGTH = dict(max_steps_in_episode=24, patience_init=10.0)
 EPISODE_METRICS = {"episode_return", "episode_length", "clicks", "purchases", "revenue",
                    "invalid_actions"}
 LOSS_METRICS = {"loss_total", "loss_actor", "loss_value", "entropy", "approx_kl"}
-
-
-def quick_jit(fn, *args):
-    """`fn` compiled for `args` with the fast-to-compile, slow-to-run XLA CPU backend setting."""
-    return jax.jit(fn).lower(*args).compile(compiler_options={"xla_backend_optimization_level": 0})
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +49,6 @@ def tiny_run(fixed_length):
     config = ppo.PPOConfig(**TINY)
     train = quick_jit(ppo.make_train(config, env, params), jax.random.key(0))
     return config, train, train(jax.random.key(0))
-
-
-def _assert_identical(a, b):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            x, y = jax.random.key_data(x), jax.random.key_data(y)
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -129,7 +117,7 @@ def test_episode_metrics_average_finished_episodes_and_carry_when_none_finish(ti
 
 def test_same_key_gives_identical_run(tiny_run):
     _, train, first = tiny_run
-    _assert_identical(first, train(jax.random.key(0)))
+    assert_identical(first, train(jax.random.key(0)))
 
 
 def test_chunked_resume_equals_one_shot(fixed_length, tiny_run):
@@ -140,8 +128,8 @@ def test_chunked_resume_equals_one_shot(fixed_length, tiny_run):
     two_updates = quick_jit(lambda s: run_updates(learner, s, 2), state)
     state, first = two_updates(state)
     state, second = two_updates(state)
-    _assert_identical(state, one_shot_state)
-    _assert_identical(jax.tree.map(lambda a, b: jnp.concatenate([a, b]), first, second),
+    assert_identical(state, one_shot_state)
+    assert_identical(jax.tree.map(lambda a, b: jnp.concatenate([a, b]), first, second),
                       one_shot_metrics)
 
 

@@ -14,14 +14,10 @@ import ecomrl_jax
 from ecomrl_jax.agents import a2c, ppo, pretrain
 from ecomrl_jax.agents.baselines import myopic_oracle
 from ecomrl_jax.agents.rollout import make_network
+from tests.helpers import quick_jit
 
 TINY_PPO = dict(num_envs=8, num_steps=8, total_timesteps=8 * 8 * 2, update_epochs=1,
                 num_minibatches=2, network="transformer-tiny")
-
-
-def quick_jit(fn, *args):
-    """`fn` compiled for `args` with the fast-to-compile, slow-to-run XLA CPU backend setting."""
-    return jax.jit(fn).lower(*args).compile(compiler_options={"xla_backend_optimization_level": 0})
 
 
 @pytest.fixture(scope="module")

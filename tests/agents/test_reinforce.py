@@ -15,6 +15,7 @@ import ecomrl_jax
 from ecomrl_jax.agents import reinforce
 from ecomrl_jax.agents.learner import run_updates
 from ecomrl_jax.agents.rollout import Transition, gae
+from tests.helpers import assert_identical, quick_jit
 
 TINY = dict(num_envs=8, num_steps=16, total_timesteps=8 * 16 * 4, hidden_size=16)
 # Slates of 3 in sessions that always last exactly 24 steps, so with 16-step rollouts
@@ -23,19 +24,6 @@ FIXED_LENGTH_SLATES = dict(max_steps_in_episode=24, patience_init=10.0, slate_si
 EPISODE_METRICS = {"episode_return", "episode_length", "clicks", "purchases", "revenue",
                    "invalid_actions"}
 LOSS_METRICS = {"loss_total", "loss_actor", "loss_value", "entropy"}
-
-
-def quick_jit(fn, *args):
-    """`fn` compiled for `args` with the fast-to-compile, slow-to-run XLA CPU backend setting."""
-    return jax.jit(fn).lower(*args).compile(compiler_options={"xla_backend_optimization_level": 0})
-
-
-def _assert_identical(a, b):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            x, y = jax.random.key_data(x), jax.random.key_data(y)
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +90,7 @@ def test_metrics_shapes_dtypes_and_finite(tiny_run):
 
 def test_same_key_gives_identical_run(tiny_run):
     _, train, first = tiny_run
-    _assert_identical(first, train(jax.random.key(0)))
+    assert_identical(first, train(jax.random.key(0)))
 
 
 def test_chunked_resume_equals_one_shot(slates, tiny_run):
@@ -113,8 +101,8 @@ def test_chunked_resume_equals_one_shot(slates, tiny_run):
     two_updates = quick_jit(lambda s: run_updates(learner, s, 2), state)
     state, first = two_updates(state)
     state, second = two_updates(state)
-    _assert_identical(state, one_shot_state)
-    _assert_identical(jax.tree.map(lambda a, b: jnp.concatenate([a, b]), first, second),
+    assert_identical(state, one_shot_state)
+    assert_identical(jax.tree.map(lambda a, b: jnp.concatenate([a, b]), first, second),
                       one_shot_metrics)
 
 

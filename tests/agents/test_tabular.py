@@ -19,6 +19,7 @@ import ecomrl_jax
 from ecomrl_jax.agents import tabular
 from ecomrl_jax.agents.learner import run_updates
 from ecomrl_jax.envs.toy_rec import ToyRec
+from tests.helpers import assert_identical, quick_jit
 
 GAMMA = 0.9
 SMALL = dict(num_users=2, num_items=3, max_steps_in_episode=8)
@@ -33,21 +34,8 @@ METRICS = {"episode_return", "episode_length", "clicks", "purchases", "invalid_a
 VISITED = 0.05  # "visited" (s, a): expected visits per episode >= this (~600 in a fast run)
 
 
-def quick_jit(fn, *args):
-    """`fn` compiled for `args` with the fast-to-compile, slow-to-run XLA CPU backend setting."""
-    return jax.jit(fn).lower(*args).compile(compiler_options={"xla_backend_optimization_level": 0})
-
-
 def _stack(trees):
     return jax.tree.map(lambda *x: jnp.stack(x), *trees)
-
-
-def _assert_identical(a, b):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            x, y = jax.random.key_data(x), jax.random.key_data(y)
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +259,7 @@ def test_vmap_over_seeds_and_alpha_grid(ql_run, sarsa_run):
 
 def test_same_key_gives_identical_run(ql_run):
     _, train, first = ql_run
-    _assert_identical(first, train())
+    assert_identical(first, train())
 
 
 def test_q_learning_approaches_optimal_q(small_model, ql_run):

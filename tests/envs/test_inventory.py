@@ -105,7 +105,7 @@ def test_stock_is_conserved_every_step(case):
 def test_episode_totals_balance(case):
     """Summed over a whole episode: initial stock + orders = final stock + sold + discarded."""
     params, r = case
-    i, n = r["info"], r["next"]
+    i = r["info"]
     first_end = int(params.max_steps_in_episode)  # every env truncates after this many steps
     assert np.all(r["truncated"][:, first_end - 1])
     assert not np.any(r["truncated"][:, :first_end - 1])
