@@ -1,0 +1,237 @@
+"""How close do learners get to the exact optimum on Inventory-v0? PPO, DQN, base-stock, (s, S).
+
+Six instances: lead time 0, 2, 4 with lost sales and with backorders, default params
+otherwise (Poisson(4) demand, fixed order cost 5, `max_order` 10). The exact optimum is the
+average profit per period from relative value iteration (`agents.inventory.value_iteration`).
+Base-stock and (s, S) are tuned by `grid_search` (key 1). PPO and DQN (discrete order
+quantity) train with `vmap` over seeds (keys 0..seeds-1) on a stationary view of the env:
+the observation keeps net inventory and pipeline (time and season columns dropped, the
+demand is stationary) and the reward is `(profit - REWARD_SHIFT) / REWARD_SCALE`.
+
+Evaluation follows the steady-state convention of docs/envs/inventory.md: every policy runs
+the same episodes (key 2, common random numbers) and its average cost per period
+(= -profit) is taken over steps [WARMUP, WARMUP + window); the gap to the optimum is
+`(cost - optimal cost) / |optimal cost|` in %, the optimal cost being negative (profit ~15 a
+period). Intervals (95%, Student t) are over seeds for learners (each seed's mean over
+episodes) and over episodes for fixed policies. Writes `results/inventory_optimality.md`
+and `results/inventory_optimality.png`.
+
+    python -m experiments.inventory_optimality [--quick]
+"""
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from gymnax.environments import spaces  # noqa: E402
+from gymnax.wrappers.purerl import GymnaxWrapper  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+import ecomrl_jax  # noqa: E402
+from ecomrl_jax.agents import dqn, ppo  # noqa: E402
+from ecomrl_jax.agents import inventory as policies  # noqa: E402
+from ecomrl_jax.evaluation import confidence_interval, evaluate  # noqa: E402
+
+WARMUP = 200  # steps dropped before the steady-state window
+TRAIN_HORIZON = 500  # training episode length: long, so that truncation (treated as terminal) is rare
+REWARD_SHIFT, REWARD_SCALE = 15.0, 5.0  # learners see (profit - 15) / 5: O(1) values
+GOAL_GAP = 3.0  # %: the issue's target for the best learner
+PPO_CONFIG = ppo.PPOConfig(lr=1e-3, gamma=0.99, gae_lambda=0.95, ent_coef=0.003, num_envs=64,
+                           num_steps=64, update_epochs=4, num_minibatches=4, hidden_size=64)
+DQN_CONFIG = dqn.DQNConfig(gamma=0.99, lr=5e-4, num_envs=16, learning_starts=2_000,
+                           epsilon_end=0.02, hidden_size=64)
+
+
+class StationaryView(GymnaxWrapper):
+    """Inventory-v0 for learners: observation = [net inventory, pipeline...] / max_order and
+    reward = (profit - shift) / scale. Demand and dynamics are the wrapped env's (same keys,
+    same episodes); `info` is unchanged, so profit is read from it."""
+
+    def __init__(self, env, shift: float = REWARD_SHIFT, scale: float = REWARD_SCALE):
+        super().__init__(env)
+        self.size, self.shift, self.scale = env.lead_time + 1, shift, scale
+
+    def reset(self, key, params=None):
+        obs, state = self._env.reset(key, params)
+        return obs[:self.size], state
+
+    def step(self, key, state, action, params=None):
+        obs, state, reward, terminated, truncated, info = self._env.step(key, state, action, params)
+        return obs[:self.size], state, (reward - self.shift) / self.scale, terminated, truncated, info
+
+    def observation_space(self, params=None):
+        space = self._env.observation_space(params)
+        return spaces.Box(space.low[:self.size], space.high[:self.size], (self.size,), jnp.float32)
+
+
+def window_costs(env, params, policy, key, episodes: int, window: int) -> np.ndarray:
+    """Per-episode average cost per period over steps [WARMUP, WARMUP + window): the
+    difference of two runs over the same episodes (same keys, so the first WARMUP steps agree)."""
+    def cost(steps):
+        out = evaluate(env, params.replace(max_steps_in_episode=WARMUP + window), policy, key,
+                       episodes, steps)
+        profit = out["revenue"] - out["ordering_cost"] - out["holding_cost"] - out["shortage_cost"]
+        return -np.asarray(profit, np.float64)
+
+    return (cost(WARMUP + window) - cost(WARMUP)) / window
+
+
+def train_seeds(module, config, env, params, num_seeds: int):
+    """Train `num_seeds` seeds in one vmapped jit; greedy policies per seed and the seconds taken."""
+    start = time.perf_counter()
+    train = jax.jit(jax.vmap(module.make_train(config, env, params)))
+    state, _ = jax.block_until_ready(train(jax.random.split(jax.random.key(0), num_seeds)))
+    weights = module.network_params(state)
+    seeds = [module.make_policy(config, env, jax.tree.map(lambda x: x[i], weights), deterministic=True)
+             for i in range(num_seeds)]
+    return seeds, time.perf_counter() - start
+
+
+def run_instance(lead_time, backorders, learners, num_seeds, search_episodes, episodes, window):
+    """Rows {policy: (cost interval, gap interval, note)} for one instance, plus its optimum."""
+    env, params = ecomrl_jax.make("Inventory-v0", lead_time=lead_time)
+    params = params.replace(backorders=backorders)
+    optimum = policies.value_iteration(env, params)
+    best_cost = -optimum.gain
+    key_search, key_eval = jax.random.key(1), jax.random.key(2)
+
+    levels = np.arange(0, 41, dtype=np.float32)
+    base = policies.grid_search(env, params, policies.base_stock_policy, (levels,), key_search,
+                                search_episodes, WARMUP + window)
+    pairs = [(s, s + d) for s in range(-5, 36) for d in range(1, 21)]
+    s_s = policies.grid_search(env, params, policies.s_S_policy, tuple(np.array(pairs, np.float32).T),
+                               key_search, search_episodes, WARMUP + window)
+    fixed = {"VI policy (optimal)": (policies.table_policy(env, optimum), ""),
+             "base-stock": (policies.base_stock_policy(env, *base.best), f"S = {base.best[0]:.0f}"),
+             "(s, S)": (policies.s_S_policy(env, *s_s.best),
+                        f"(s, S) = ({s_s.best[0]:.0f}, {s_s.best[1]:.0f})")}
+
+    def gap(costs):
+        return 100.0 * (costs - best_cost) / abs(best_cost)
+
+    rows = {}
+    for name, (policy, note) in fixed.items():
+        costs = window_costs(env, params, policy, key_eval, episodes, window)
+        rows[name] = (confidence_interval(costs), confidence_interval(gap(costs)), note)
+    learn_env = StationaryView(env)
+    train_params = params.replace(max_steps_in_episode=TRAIN_HORIZON)
+    for name, (module, config) in learners.items():
+        seeds, seconds = train_seeds(module, config, learn_env, train_params, num_seeds)
+        costs = np.array([window_costs(learn_env, params, p, key_eval, episodes, window).mean()
+                          for p in seeds])
+        rows[name] = (confidence_interval(costs), confidence_interval(gap(costs)),
+                      f"{config.total_timesteps:,} steps/seed, {seconds:.0f} s")
+    return best_cost, optimum, rows
+
+
+def run(lead_times, learners, num_seeds, search_episodes, episodes, window, out: Path) -> dict:
+    start = time.perf_counter()
+    results = {}
+    for backorders in (False, True):
+        for lead_time in lead_times:
+            name = f"L={lead_time}, {'backorders' if backorders else 'lost sales'}"
+            results[name] = run_instance(lead_time, backorders, learners, num_seeds,
+                                         search_episodes, episodes, window)
+            print(f"{name}: done after {time.perf_counter() - start:.0f} s", flush=True)
+    write_table(results, learners, num_seeds, search_episodes, episodes, window,
+                time.perf_counter() - start, out / "inventory_optimality.md")
+    plot(results, out / "inventory_optimality.png")
+    return results
+
+
+def cell(interval, digits=3, unit=""):
+    mean, low, high = interval
+    return f"{mean:.{digits}f}{unit} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def write_table(results, learners, num_seeds, search_episodes, episodes, window, seconds, path):
+    lines = [
+        "# Inventory-v0: learners and classic policies against the exact optimum", "",
+        f"Default params (Poisson(4) demand, fixed cost 5, max_order 10). Optimum: relative value "
+        f"iteration (exact average profit). Base-stock (S in 0..40) and (s, S) (-5 <= s < S <= s + 20) "
+        f"tuned by grid search on {search_episodes} episodes x {WARMUP + window} steps (key 1). "
+        f"Learners: {num_seeds} seeds (keys 0..{num_seeds - 1}), vmapped, greedy at evaluation; "
+        f"PPO {PPO_CONFIG.num_envs} envs x {PPO_CONFIG.num_steps} steps, lr {PPO_CONFIG.lr}, "
+        f"gamma {PPO_CONFIG.gamma}, entropy {PPO_CONFIG.ent_coef}, {PPO_CONFIG.update_epochs} epochs, "
+        f"hidden {PPO_CONFIG.hidden_size}; reward (profit - {REWARD_SHIFT:g}) / {REWARD_SCALE:g}, "
+        f"training episodes of {TRAIN_HORIZON} steps.", "",
+        f"Evaluation: {episodes} episodes (key 2, the same for every policy), average cost per period "
+        f"(= -profit) over steps {WARMUP}..{WARMUP + window}. Gap = (cost - optimal cost) / "
+        f"|optimal cost| in % (the optimal cost is negative: a profit of about 15 a period). "
+        f"Mean [95% t-interval] over seeds for learners, over episodes for fixed policies. "
+        f"Total run time {seconds:.0f} s.", "",
+        "| instance | policy | cost per period | gap to optimum (%) | notes |",
+        "|---|---|---|---|---|",
+    ]
+    met = []
+    for instance, (best_cost, optimum, rows) in results.items():
+        lines.append(f"| {instance} | optimum (VI, exact) | {best_cost:.3f} | 0 | span {optimum.span:.1e} |")
+        for name, (cost, gap, note) in rows.items():
+            lines.append(f"| {instance} | {name} | {cell(cost)} | {cell(gap, 2)} | {note} |")
+        best = min((rows[name][1][0], name) for name in learners)
+        met.append((instance, best))
+    verdict = all(gap <= GOAL_GAP for _, (gap, _) in met)
+    lines += ["", f"Goal (best learner's mean gap within {GOAL_GAP:g}% of the optimum on every instance): "
+              f"{'met' if verdict else 'NOT met'}. Best learner per instance: "
+              + "; ".join(f"{inst}: {name} {gap:+.2f}%" for inst, (gap, name) in met) + "."]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def plot(results, path: Path) -> None:
+    """Grouped bars: gap to the optimum per instance and policy, with the 95% intervals."""
+    names = list(next(iter(results.values()))[2])
+    fig = Figure(figsize=(9, 4.5))
+    ax = fig.add_subplot()
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        gaps = np.array([rows[name][1] for _, _, rows in results.values()])
+        x = np.arange(len(results)) + (i - (len(names) - 1) / 2) * width
+        ax.bar(x, gaps[:, 0], width, yerr=[gaps[:, 0] - gaps[:, 1], gaps[:, 2] - gaps[:, 0]],
+               capsize=2, label=name)
+    ax.axhline(GOAL_GAP, color="k", ls="--", lw=1, label=f"goal {GOAL_GAP:g}%")
+    ax.set_xticks(np.arange(len(results)), list(results), fontsize=8)
+    ax.set_ylabel("gap to optimal cost (% of |optimum|)")
+    ax.set_title("Inventory-v0: average cost per period vs the exact optimum")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path.with_suffix('.md')} and {path}")
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="L in {0, 2}, 3 seeds, shorter runs")
+    parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--total-steps", type=int, default=None, help="PPO env steps per seed")
+    parser.add_argument("--dqn-steps", type=int, default=None, help="DQN env steps per seed (0: no DQN)")
+    parser.add_argument("--episodes", type=int, default=None, help="evaluation episodes")
+    parser.add_argument("--window", type=int, default=None, help="steady-state steps per episode")
+    parser.add_argument("--lead-times", type=int, nargs="+", default=None)
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    args = parser.parse_args(argv)
+    seeds = args.seeds or (3 if args.quick else 5)
+    total = args.total_steps or (500_000 if args.quick else 3_000_000)
+    dqn_steps = (150_000 if args.quick else 1_000_000) if args.dqn_steps is None else args.dqn_steps
+    episodes = args.episodes or (64 if args.quick else 256)
+    window = args.window or (500 if args.quick else 2000)
+    lead_times = args.lead_times or ([0, 2] if args.quick else [0, 2, 4])
+    if seeds < 2 or total < 1 or dqn_steps < 0 or episodes < 2 or window < 1:
+        parser.error("--seeds and --episodes must be >= 2 (for an interval); --total-steps and "
+                     "--window positive, --dqn-steps >= 0")
+    learners = {"PPO": (ppo, PPO_CONFIG.replace(total_timesteps=total))}
+    if dqn_steps:
+        learners["DQN"] = (dqn, DQN_CONFIG.replace(total_timesteps=dqn_steps))
+    return run(lead_times, learners, seeds, 32 if args.quick else 64, episodes, window, args.out)
+
+
+if __name__ == "__main__":
+    main()
