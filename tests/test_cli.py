@@ -127,6 +127,7 @@ def test_bench_writes_json_and_markdown(tmp_path, capsys):
     assert "| ShopperRec-v0 | 2 |" in (tmp_path / "env_throughput.md").read_text()
 
 
+@pytest.mark.slow
 def test_one_seed_reports_values_without_an_interval(tmp_path, capsys):
     assert main(["train", "--checkpoints", "1", "--episodes", "5", "--out", str(tmp_path / "run"), *TINY]) == 0
     printed = capsys.readouterr().out

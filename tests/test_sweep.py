@@ -26,6 +26,7 @@ def test_expand_grid_is_row_major_and_refuses_static_or_unknown_fields():
         sweep.expand_grid({"lr": []}, ppo.PPOConfig)
 
 
+@pytest.mark.slow
 def test_run_sweep_matches_separate_runs_and_chunking_changes_nothing():
     env, params = ecomrl_jax.make("ShopperRec-v0", max_steps_in_episode=10)
     grid = {"lr": [1e-4, 3e-2]}
