@@ -18,6 +18,7 @@ from pathlib import Path
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 
 import ecomrl_jax  # noqa: E402
 from ecomrl_jax.cli import ALGOS  # noqa: E402
@@ -31,19 +32,22 @@ def env_for(algo: str, env_id: str | None) -> str:
 
 
 def measure(algo: str, env_id: str, num_seeds: int, total_timesteps: int) -> dict:
-    """Compile seconds and env steps/s (all seeds together) of one vmapped training run."""
+    """Compile seconds and env steps/s (all seeds together) of one training run, vmapped over seeds."""
     config_cls, module = ALGOS[algo]
     env, params = ecomrl_jax.make(env_id)
     config = config_cls(total_timesteps=total_timesteps)
-    train = jax.vmap(module.make_train(config, env, params))
-    keys = jax.random.split(jax.random.key(0), num_seeds)
+    train = module.make_train(config, env, params)
+    if num_seeds == 1:  # one seed is plain `train(key)`: a size-1 vmap costs about a third on CPU
+        keys = jax.random.key(0)
+    else:
+        train, keys = jax.vmap(train), jax.random.split(jax.random.key(0), num_seeds)
     start = time.perf_counter()
     compiled = jax.jit(train).lower(keys).compile()
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
     _, metrics = jax.block_until_ready(compiled(keys))
     run_s = time.perf_counter() - start
-    env_steps = int(metrics["env_steps"][0, -1]) * num_seeds
+    env_steps = int(np.ravel(metrics["env_steps"])[-1]) * num_seeds
     return {"env": env_id, "algo": algo, "seeds": num_seeds, "env_steps": env_steps,
             "steps_per_s": env_steps / run_s, "compile_s": compile_s, "run_s": run_s}
 
