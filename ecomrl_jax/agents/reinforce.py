@@ -21,12 +21,12 @@ from flax import struct
 from ecomrl_jax.agents.distributions import log_prob_entropy
 from ecomrl_jax.agents.learner import Learner, train_fn
 from ecomrl_jax.agents.rollout import (  # noqa: F401 (make_policy, network_params: the CLI's interface)
-    DISCOUNT, NON_NEGATIVE, POSITIVE, RunnerState, TrainState, check_config, gae, make_optimizer,
-    make_policy, make_rollout, network_params)
+    DISCOUNT, NON_NEGATIVE, POSITIVE, RolloutSizes, RunnerState, TrainState, check_config, gae,
+    make_optimizer, make_policy, make_rollout, network_params)
 
 
 @struct.dataclass
-class REINFORCEConfig:
+class REINFORCEConfig(RolloutSizes):
     """REINFORCE hyperparameters; defaults are tuned for ShopperRec-v0 on a 2-core CPU."""
 
     lr: float = 1e-2
@@ -39,16 +39,6 @@ class REINFORCEConfig:
     total_timesteps: int = struct.field(pytree_node=False, default=4_000_000)
     hidden_size: int = struct.field(pytree_node=False, default=32)
     anneal_lr: bool = struct.field(pytree_node=False, default=True)
-
-    @property
-    def batch_size(self) -> int:
-        """Env steps per update (all envs together)."""
-        return self.num_envs * self.num_steps
-
-    @property
-    def num_updates(self) -> int:
-        """Updates in a full run (total_timesteps rounded down to whole updates)."""
-        return self.total_timesteps // self.batch_size
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field; traced (vmapped) values are skipped."""

@@ -60,6 +60,20 @@ class Rollout(NamedTuple):
     finish: Callable  # (RunnerState, Episodes, losses) -> (RunnerState, metrics)
 
 
+class RolloutSizes:
+    """`batch_size` and `num_updates` of a config with `num_envs`, `num_steps`, `total_timesteps`."""
+
+    @property
+    def batch_size(self) -> int:
+        """Env steps per update (all envs together)."""
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        """Updates in a full run (total_timesteps rounded down to whole updates)."""
+        return self.total_timesteps // self.batch_size
+
+
 # Rules for `check_config`: (predicate on a float64 array, what it demands).
 POSITIVE = (lambda x: x > 0, "> 0")
 NON_NEGATIVE = (lambda x: x >= 0, ">= 0")
