@@ -19,8 +19,6 @@ from ecomrl_jax.agents.learner import Learner, train_fn
 from ecomrl_jax.agents.rollout import (  # noqa: F401 (make_policy, network_params: the CLI's interface)
     DISCOUNT, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, RolloutSizes, RunnerState, TrainState,
     check_config, gae, make_optimizer, make_policy, make_rollout, network_params)
-    DISCOUNT, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, RolloutSizes, RunnerState, TrainState, check_config, gae,
-    make_optimizer, make_policy, make_rollout, network_params)
 
 
 @struct.dataclass
