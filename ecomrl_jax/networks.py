@@ -16,6 +16,16 @@ from gymnax.environments import spaces
 from ecomrl_jax.agents.distributions import Gaussian
 
 
+TRANSFORMER_PRESETS = {
+    "tiny": dict(num_layers=1, num_heads=2, model_dim=32, mlp_dim=64),
+    "small": dict(num_layers=2, num_heads=4, model_dim=64, mlp_dim=256),
+    "base": dict(num_layers=6, num_heads=8, model_dim=256, mlp_dim=1024),
+    "large": dict(num_layers=12, num_heads=8, model_dim=512, mlp_dim=2048),
+}
+# Values of a learner config's `network` field: the env's default network or a Transformer torso.
+NETWORKS = ("default", *(f"transformer-{name}" for name in TRANSFORMER_PRESETS))
+
+
 def _dense(features: int, scale: float = np.sqrt(2)) -> nn.Dense:
     """Dense layer with zero bias and weights of gain `scale` (He-style for ReLU by default,
     small for output heads). Variance scaling rather than orthogonal init: it compiles in
@@ -193,10 +203,16 @@ class CandidateQNetwork(nn.Module):
 
 
 def make_q_network(observation_space, num_actions: int, hidden_size: int = 64,
-                   dueling: bool = False) -> nn.Module:
+                   dueling: bool = False, network: str = "default") -> nn.Module:
     """The Q-network for an env's observation space, mapping an observation to Q-values of
     shape (..., num_actions): per-candidate scorer for a Dict with "candidates" (and
-    "history", "time"), MLP for a Box; anything else is a ValueError."""
+    "history", "time"), MLP for a Box; anything else is a ValueError. `network` is one of
+    `NETWORKS`: "transformer-<preset>" gives a `TransformerQNetwork` instead."""
+    if network not in NETWORKS:
+        raise ValueError(f"unknown network {network!r}; valid: {list(NETWORKS)}")
+    if network != "default":
+        torso = make_transformer_actor_critic(observation_space, network.removeprefix("transformer-"))
+        return TransformerQNetwork(torso=torso, dueling=dueling)
     if isinstance(observation_space, spaces.Dict) and "candidates" in observation_space.spaces:
         missing = {"history", "time"} - set(observation_space.spaces)
         if missing:
@@ -210,12 +226,6 @@ def make_q_network(observation_space, num_actions: int, hidden_size: int = 64,
                      "Box (MLP) or Dict with 'candidates', 'history', 'time' (candidate scorer)")
 
 
-TRANSFORMER_PRESETS = {
-    "tiny": dict(num_layers=1, num_heads=2, model_dim=32, mlp_dim=64),
-    "small": dict(num_layers=2, num_heads=4, model_dim=64, mlp_dim=256),
-    "base": dict(num_layers=6, num_heads=8, model_dim=256, mlp_dim=1024),
-    "large": dict(num_layers=12, num_heads=8, model_dim=512, mlp_dim=2048),
-}
 
 
 class TransformerBlock(nn.Module):
@@ -290,3 +300,18 @@ def make_transformer_actor_critic(observation_space, preset: str = "tiny") -> Tr
         raise ValueError(f"the transformer needs a Dict observation with 'candidates', 'history', "
                          f"'time', got {observation_space!r}")
     return TransformerActorCritic(**TRANSFORMER_PRESETS[preset])
+
+
+class TransformerQNetwork(nn.Module):
+    """Q-values over candidates with a `TransformerActorCritic` as torso: each candidate's
+    score (its logit head) is its Q-value, or with `dueling` its advantage, added to the
+    summary token's value by `_dueling`. The torso's params sit under "torso": params
+    pre-trained for the actor-critic (`agents.pretrain`) can be placed there as they are."""
+
+    torso: TransformerActorCritic
+    dueling: bool = False
+
+    @nn.compact
+    def __call__(self, obs):
+        scores, value = self.torso(obs)
+        return _dueling(value, scores) if self.dueling else scores

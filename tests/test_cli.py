@@ -4,9 +4,12 @@ import csv
 import json
 import shutil
 
+import jax
 import pytest
 
-from ecomrl_jax.cli import main
+from ecomrl_jax import checkpoint
+from ecomrl_jax.cli import build, main
+from tests.helpers import assert_identical
 
 TINY = ["--set", "num_envs=8", "--set", "num_steps=16", "--set", "num_minibatches=2",
         "--set", "hidden_size=16", "--total-steps", str(8 * 16 * 4)]
@@ -66,6 +69,49 @@ def test_resume_of_a_finished_run_does_no_more_updates(trained, tmp_path, capsys
     assert main(["train", "--resume", "--out", str(out), "--episodes", "5"]) == 0
     assert "after 4 of 4 updates" in capsys.readouterr().out
     assert len(read_rows(out / "metrics.csv")) == 8
+
+
+def _settings(**values):
+    return [arg for name, value in values.items() for arg in ("--set", f"{name}={value}")]
+
+
+# Two updates per run for every learner besides PPO (covered above), on an env it supports.
+RESUMABLE = {
+    "a2c": ("ShopperRec-v0", _settings(num_envs=4, num_steps=4, hidden_size=8, total_timesteps=32)),
+    "reinforce": ("ShopperRec-v0", _settings(num_envs=4, num_steps=4, hidden_size=8,
+                                             total_timesteps=32)),
+    "dqn": ("ShopperRec-v0", _settings(num_envs=4, train_frequency=2, total_timesteps=16,
+                                       buffer_size=16, batch_size=4, learning_starts=8, n_step=1,
+                                       hidden_size=8)),
+    "q_learning": ("ToyRec-v0", _settings(num_envs=4, num_steps=5, total_timesteps=40)),
+    "sarsa": ("ToyRec-v0", _settings(num_envs=4, num_steps=5, total_timesteps=40)),
+}
+
+
+def _final_state(out):
+    """The latest checkpoint of the run in `out`, restored into its learner's runner state."""
+    run = json.loads((out / "run.json").read_text())
+    learner = build(run)[-1]
+    target = jax.vmap(learner.init)(jax.random.split(jax.random.key(0), run["seeds"]))
+    return checkpoint.restore(out / "checkpoints", target)[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", sorted(RESUMABLE))
+def test_every_learner_resumes_from_its_checkpoint(algo, tmp_path, capsys):
+    """A run killed after update 1 of 2 and resumed ends with the same metrics and the same
+    final runner state as the run that was never interrupted."""
+    env, settings = RESUMABLE[algo]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    args = ["--env", env, "--algo", algo, "--checkpoints", "2", "--episodes", "1", *settings]
+    assert main(["train", "--out", str(whole), *args]) == 0
+    shutil.copytree(whole, cut)
+    shutil.rmtree(cut / "checkpoints" / "2")
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(cut), "--episodes", "1"]) == 0
+    assert f"resuming {cut} after 1 of 2 updates" in capsys.readouterr().out
+    assert read_rows(cut / "metrics.csv") == read_rows(whole / "metrics.csv")
+    assert_identical(_final_state(cut), _final_state(whole))
 
 
 def test_list_names_envs_and_algorithms(capsys):

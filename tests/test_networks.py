@@ -8,7 +8,8 @@ from gymnax.environments import spaces
 
 import ecomrl_jax
 from ecomrl_jax.networks import (TRANSFORMER_PRESETS, MLP, CandidateActorCritic, MLPActorCritic,
-                                TransformerActorCritic, make_actor_critic, make_transformer_actor_critic)
+                                TransformerActorCritic, TransformerQNetwork, make_actor_critic,
+                                make_q_network, make_transformer_actor_critic)
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +140,28 @@ def test_transformer_parameter_count_grows_with_preset(transformer):
         counts.append(sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes)))
     assert counts == sorted(counts) and len(set(counts)) == len(counts)
     assert counts[0] < 20_000 and counts[-1] > 10_000_000
+
+
+def test_transformer_q_network_is_the_torso_scores_or_their_dueling_combination(transformer):
+    env, obs, _, _ = transformer
+    space = env.observation_space(env.default_params)
+    plain = make_q_network(space, env.num_candidates, network="transformer-tiny")
+    dueling = make_q_network(space, env.num_candidates, dueling=True, network="transformer-tiny")
+    assert isinstance(plain, TransformerQNetwork)
+
+    @jax.jit
+    def run(key):
+        variables = plain.init(key, obs)
+        torso = {"params": variables["params"]["torso"]}
+        return plain.apply(variables, obs), dueling.apply(variables, obs), plain.torso.apply(torso, obs)
+
+    q, dueling_q, (scores, value) = run(jax.random.key(0))
+    assert q.shape == (4, env.num_candidates)
+    np.testing.assert_allclose(q, scores, rtol=1e-6)
+    np.testing.assert_allclose(dueling_q, value[:, None] + scores - scores.mean(-1, keepdims=True),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown network 'rnn'"):
+        make_q_network(space, env.num_candidates, network="rnn")
 
 
 def test_transformer_refuses_bad_preset_and_space(transformer):

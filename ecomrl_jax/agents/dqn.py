@@ -21,6 +21,9 @@ but needs the click model and which item was clicked, which neither the observat
 effects between shown items are not modelled. With one item (a Discrete action) the mean is
 the item's own score and the learner is plain (Double, dueling, n-step) DQN.
 
+Network: the env's default Q-network (`networks.make_q_network`) or, with `network` set to
+"transformer-<preset>", a `networks.TransformerQNetwork` over the shopper's history.
+
 Truncated episodes are treated as terminal, as in `ppo`: ShopperRec's observation carries the
 time, so the episode end is part of the state.
 """
@@ -35,12 +38,11 @@ import optax
 from flax import struct
 from gymnax.environments import spaces
 
-from ecomrl_jax.agents.learner import Learner, train_fn
-from ecomrl_jax.networks import make_q_network
+from ecomrl_jax.agents.learner import EPSILON_SCHEDULES, Learner, epsilon_schedule, train_fn
+from ecomrl_jax.networks import NETWORKS, make_q_network
 from ecomrl_jax.spaces import Slate
 from ecomrl_jax.wrappers import EpisodeStatistics
 
-EPSILON_SCHEDULES = ("constant", "linear", "exponential")
 LOSSES = ("huber", "mse")
 
 
@@ -79,6 +81,7 @@ class DQNConfig:
     loss: str = struct.field(pytree_node=False, default="mse")
     epsilon_schedule: str = struct.field(pytree_node=False, default="linear")
     hidden_size: int = struct.field(pytree_node=False, default=32)
+    network: str = struct.field(pytree_node=False, default="default")  # or "transformer-<preset>"
     anneal_lr: bool = struct.field(pytree_node=False, default=True)
 
     @property
@@ -124,6 +127,8 @@ class DQNConfig:
                             ("anneal_lr", self.anneal_lr)):
             if not isinstance(value, bool):
                 raise ValueError(f"DQNConfig.{name} must be a bool, got {value!r}")
+        if self.network not in NETWORKS:
+            raise ValueError(f"DQNConfig.network must be one of {list(NETWORKS)}, got {self.network!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"DQNConfig.loss must be one of {LOSSES}, got {self.loss!r}")
         if self.epsilon_schedule not in EPSILON_SCHEDULES:
@@ -157,14 +162,9 @@ def validate_config(config: DQNConfig) -> None:
 
 def epsilon(config: DQNConfig, env_steps) -> jax.Array:
     """Exploration rate after `env_steps` env steps (all envs), by `config.epsilon_schedule`."""
-    start = jnp.asarray(config.epsilon_start, jnp.float32)
-    end = jnp.asarray(config.epsilon_end, jnp.float32)
-    if config.epsilon_schedule == "constant":
-        return start
-    frac = jnp.minimum(1.0, env_steps / (config.epsilon_decay_fraction * config.total_timesteps))
-    if config.epsilon_schedule == "linear":
-        return start + frac * (end - start)
-    return start * (end / start) ** frac
+    progress = env_steps / (config.epsilon_decay_fraction * config.total_timesteps)
+    return epsilon_schedule(config.epsilon_schedule, jnp.asarray(config.epsilon_start, jnp.float32),
+                            jnp.asarray(config.epsilon_end, jnp.float32), progress)
 
 
 # Pure target functions (rlax style): unbatched, jittable; vmap them over a batch.
@@ -301,7 +301,7 @@ def make_policy(config: DQNConfig, env, network_params, deterministic: bool = Fa
     """
     num_actions, slate_size = _action_spec(env, env.default_params)
     network = make_q_network(env.observation_space(env.default_params), num_actions,
-                             config.hidden_size, config.dueling)
+                             config.hidden_size, config.dueling, config.network)
     eps = jnp.zeros((), jnp.float32) if deterministic else epsilon(config, config.total_timesteps)
     return jax.tree_util.Partial(_policy_fn(network, slate_size), network_params, eps)
 
@@ -325,7 +325,7 @@ def make_learner(config: DQNConfig, env, env_params) -> Learner:
     config.validate()
     num_actions, slate_size = _action_spec(env, env_params)
     network = make_q_network(env.observation_space(env_params), num_actions, config.hidden_size,
-                             config.dueling)
+                             config.dueling, config.network)
     env = EpisodeStatistics(env)
     num_envs, n = config.num_envs, config.n_step
     # flatten: one vector for clipping and adam instead of one op per leaf (faster to compile)

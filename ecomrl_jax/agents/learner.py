@@ -9,6 +9,9 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
+
+EPSILON_SCHEDULES = ("constant", "linear", "exponential")
 
 
 class Learner(NamedTuple):
@@ -30,3 +33,14 @@ def train_fn(learner: Learner) -> Callable[[jax.Array], tuple[Any, dict]]:
         return run_updates(learner, learner.init(key), learner.num_updates)
 
     return train
+
+
+def epsilon_schedule(schedule: str, start, end, progress) -> jax.Array:
+    """Exploration rate at `progress` in [0, 1] of its decay (clipped): constant `start`, or
+    `start` to `end` by arithmetic ("linear") or geometric ("exponential") interpolation."""
+    progress = jnp.clip(progress, 0.0, 1.0)
+    if schedule == "linear":
+        return start + (end - start) * progress
+    if schedule == "exponential":
+        return start * (end / start) ** progress
+    return jnp.full_like(progress, start)

@@ -21,8 +21,9 @@ import optax
 from flax import struct
 
 from ecomrl_jax.agents.distributions import log_prob_entropy
-from ecomrl_jax.agents.rollout import NETWORKS, NON_NEGATIVE, POSITIVE, make_network
+from ecomrl_jax.agents.rollout import NON_NEGATIVE, POSITIVE, make_network
 from ecomrl_jax.envs.recommendation import ShopperRec
+from ecomrl_jax.networks import NETWORKS
 
 
 class Logs(NamedTuple):

@@ -20,8 +20,7 @@ import numpy as np
 import optax
 
 from ecomrl_jax.agents.distributions import action_spec, log_prob_entropy, sample_action, to_env_action
-from ecomrl_jax.networks import (TRANSFORMER_PRESETS, make_actor_critic,
-                                 make_transformer_actor_critic)
+from ecomrl_jax.networks import NETWORKS, make_actor_critic, make_transformer_actor_critic
 from ecomrl_jax.wrappers import EpisodeStatistics
 
 
@@ -79,10 +78,6 @@ POSITIVE = (lambda x: x > 0, "> 0")
 NON_NEGATIVE = (lambda x: x >= 0, ">= 0")
 DISCOUNT = (lambda x: (x > 0) & (x <= 1), "in (0, 1]")
 UNIT_INTERVAL = (lambda x: (x >= 0) & (x <= 1), "in [0, 1]")
-
-# Values of a config's `network` field: the env's default actor-critic or a transformer preset.
-NETWORKS = ("default", *(f"transformer-{name}" for name in TRANSFORMER_PRESETS))
-
 
 def check_config(config, positive_ints: tuple[str, ...], rules: dict) -> None:
     """Raise ValueError naming the first invalid field: `positive_ints` must be positive ints,

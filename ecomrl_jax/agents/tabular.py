@@ -27,10 +27,9 @@ import numpy as np
 from flax import struct
 from gymnax.environments import spaces
 
-from ecomrl_jax.agents.learner import Learner, train_fn
+from ecomrl_jax.agents.learner import EPSILON_SCHEDULES, Learner, epsilon_schedule, train_fn
 from ecomrl_jax.wrappers import EpisodeStatistics
 
-EPSILON_SCHEDULES = ("constant", "linear", "exponential")
 
 
 @struct.dataclass
@@ -122,12 +121,7 @@ def table_shape(env, env_params) -> tuple[int, int]:
 
 def epsilon_at(config: QLearningConfig, progress: jax.Array) -> jax.Array:
     """Exploration rate at `progress` in [0, 1] (fraction of the run's env steps done)."""
-    progress = jnp.clip(progress, 0.0, 1.0)
-    if config.epsilon_schedule == "linear":
-        return config.epsilon + (config.epsilon_final - config.epsilon) * progress
-    if config.epsilon_schedule == "exponential":
-        return config.epsilon * (config.epsilon_final / config.epsilon) ** progress
-    return jnp.full_like(progress, config.epsilon)
+    return epsilon_schedule(config.epsilon_schedule, config.epsilon, config.epsilon_final, progress)
 
 
 def exploration_draws(key: jax.Array, batch_shape: tuple, num_actions: int):

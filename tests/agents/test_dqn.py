@@ -164,6 +164,7 @@ def test_epsilon_schedules(schedule, steps, expected):
     (dict(buffer_size=8), r"must hold at least n_step \+ 1 = 3 steps"),
     (dict(dueling=1), "dueling must be a bool"),
     (dict(loss="l1"), "loss must be one of"),
+    (dict(network="transformer-huge"), "network must be one of"),
     (dict(epsilon_schedule="cosine"), "epsilon_schedule must be one of"),
     (dict(gamma=0.0), r"gamma must be in \(0, 1\]"),
     (dict(tau=1.5), r"tau must be in \(0, 1\]"),
@@ -328,6 +329,27 @@ def test_q_networks_shapes_and_permutation_equivariance(rec):
         np.testing.assert_allclose(permuted_q, q[:, perm], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="no Q-network for observation space"):
         make_q_network(gymnax.environments.spaces.Discrete(3), 3)
+
+
+def test_transformer_torso_trains_and_acts_greedily(fixed_length):
+    """A tiny dueling DQN run with the history Transformer as torso: finite metrics, the
+    torso's params under "torso", and the greedy policy is the argmax of its Q-values."""
+    env, params = fixed_length
+    config = dqn.DQNConfig(**TINY, network="transformer-tiny")
+    network = make_q_network(env.observation_space(params), env.num_actions, dueling=True,
+                             network="transformer-tiny")
+
+    def run(key):
+        state, metrics = dqn.make_train(config, env, params)(key)
+        net = dqn.network_params(state)
+        obs, env_state = env.reset(key, params)
+        greedy = dqn.make_policy(config, env, net, deterministic=True)(key, obs, env_state, params)
+        return net, metrics, greedy, jnp.argmax(network.apply(net, obs))
+
+    net, metrics, greedy, best = quick_jit(run, jax.random.key(0))(jax.random.key(0))
+    assert set(net["params"]) == {"torso"}
+    assert all(np.all(np.isfinite(v)) for v in metrics.values())
+    assert float(metrics["loss"][-1]) > 0.0 and int(greedy) == int(best)
 
 
 def test_policy_for_a_single_env(fixed_length, tiny_run):
