@@ -5,7 +5,8 @@ Every algorithm plays the same keys on an env (run i uses key i of `split(key(se
 seeds: Bernoulli 0, pricing 1, contextual 2, throughput 3). Each (algorithm, env) is one
 `jit(vmap(vmap(run)))` over a grid of configs and the runs, in chunks of runs. Checks that
 Thompson sampling and UCB have sub-linear regret below epsilon-greedy's on the Bernoulli
-bandit. Writes `results/bandit_regret.md` and `results/bandit_regret.png`.
+bandit; textbook UCB1 (c=1) explores so much that it passes epsilon-greedy only after ~10^4
+rounds, so it is also run alone against epsilon-greedy over a long horizon (`--long-rounds`). Writes `results/bandit_regret.md` and `results/bandit_regret.png`.
 
     python -m experiments.bandit_regret [--quick]
 """
@@ -33,6 +34,7 @@ SEEDS = {"BernoulliBandit-v0": 0, "PricingBandit-v0": 1, "ContextualLinearBandit
 THROUGHPUT_SEED, THROUGHPUT_RUNS = 3, 10_000
 NUM_POINTS = 200  # rounds at which curves are recorded
 EPS = "epsilon-greedy (eps=0.1)"
+BERNOULLI, LONG = "BernoulliBandit-v0", "BernoulliBandit-v0, long horizon"
 
 
 def non_contextual(reward_scale: float, prior_mean: float, noise_std: float) -> dict:
@@ -136,17 +138,20 @@ def run_env(env_id: str, groups: dict, num_runs: int, num_rounds: int, chunk: in
     return {"rows": rows, "compile_s": compile_s, "run_s": run_s}
 
 
-def checks(bernoulli: dict) -> list[tuple[str, bool]]:
+def checks(results: dict) -> list[tuple[str, bool]]:
     """Thompson and UCB: sub-linear (second half adds < half the first half's regret, linear
-    adds all of it) and final regret below epsilon-greedy's (95% intervals apart)."""
-    bernoulli = bernoulli["rows"]
-    eps_mean, eps_low, _ = bernoulli[EPS]["final"]
+    adds all of it) and final regret below epsilon-greedy's (95% intervals apart); textbook
+    UCB1 (c=1) is checked over the long horizon (at 10^4 rounds it is still level with it)."""
     out = []
-    for name in ("Thompson (Beta-Bernoulli)", "UCB (c=0.5)", "UCB1 (c=1)"):
-        growth, (mean, _, high) = bernoulli[name]["growth"], bernoulli[name]["final"]
-        out.append((f"{name}: sub-linear (growth {growth:.2f} < 0.5)", growth < 0.5))
-        out.append((f"{name}: below {EPS} ({mean:.1f} [.., {high:.1f}] vs "
-                    f"{eps_mean:.1f} [{eps_low:.1f}, ..])", high < eps_low))
+    for label, names in ((BERNOULLI, ("Thompson (Beta-Bernoulli)", "UCB (c=0.5)")),
+                         (LONG, ("UCB1 (c=1)",))):
+        rows = results[label]["rows"]
+        eps_mean, eps_low, _ = rows[EPS]["final"]
+        for name in names:
+            growth, (mean, _, high) = rows[name]["growth"], rows[name]["final"]
+            out.append((f"{label}, {name}: sub-linear (growth {growth:.2f} < 0.5)", growth < 0.5))
+            out.append((f"{label}, {name}: below {EPS} ({mean:.1f} [.., {high:.1f}] vs "
+                        f"{eps_mean:.1f} [{eps_low:.1f}, ..])", high < eps_low))
     return out
 
 
@@ -160,16 +165,16 @@ def write_table(results: dict, sizes: dict, speed: dict, lai_robbins: float, che
              f"ln 2 / ln(T/2) for logarithmic regret). Seeds: {seeds}, throughput "
              f"{THROUGHPUT_SEED}; run i uses key i of split(key(seed), runs), so every algorithm "
              "meets the same keys.", ""]
-    for env_id, result in results.items():
-        runs, rounds, rows = *sizes[env_id], result["rows"]
-        lines += [f"## {env_id}: {runs:,} runs x {rounds:,} rounds", "",
+    for label, result in results.items():
+        runs, rounds, rows = *sizes[label], result["rows"]
+        lines += [f"## {label}: {runs:,} runs x {rounds:,} rounds", "",
                   f"All algorithms in one program: compile {result['compile_s']:.1f} s, "
                   f"run {result['run_s']:.1f} s.", "",
                   "| algorithm | final cumulative regret [95% CI] | growth |", "|---|---|---:|"]
         for name, r in rows.items():
             mean, low, high = r["final"]
             lines.append(f"| {name} | {mean:.1f} [{low:.1f}, {high:.1f}] | {r['growth']:.2f} |")
-        if env_id == "BernoulliBandit-v0":
+        if label == BERNOULLI:
             thompson = rows["Thompson (Beta-Bernoulli)"]
             lines += ["", f"Lai-Robbins: sum_a Delta_a / KL(mu_a, mu*) = {lai_robbins:.2f}, so "
                       f"any consistent algorithm has regret >= {lai_robbins:.2f} ln t "
@@ -178,7 +183,7 @@ def write_table(results: dict, sizes: dict, speed: dict, lai_robbins: float, che
                       f"Thompson's regret grew {thompson['slope']:.1f} per unit of ln t, "
                       f"UCB (c=0.5)'s {rows['UCB (c=0.5)']['slope']:.1f}."]
         lines.append("")
-    lines += ["## Checks (BernoulliBandit-v0)", ""]
+    lines += [f"## Checks ({BERNOULLI})", ""]
     lines += [f"- {'PASS' if ok else 'FAIL'}: {text}" for text, ok in checks_]
     lines += ["", f"## Throughput: jit(vmap(run)) over {THROUGHPUT_RUNS:,} runs", "",
               "Best of 2 timed calls of the compiled program; compile time (AOT lower().compile()) "
@@ -194,21 +199,21 @@ def write_table(results: dict, sizes: dict, speed: dict, lai_robbins: float, che
 
 
 def plot(results: dict, lai_robbins: float, path: Path) -> None:
-    fig = Figure(figsize=(16, 4.8))
+    fig = Figure(figsize=(5.3 * len(results), 4.8))
     colors = {}
-    for i, (env_id, result) in enumerate(results.items()):
+    for i, (label, result) in enumerate(results.items()):
         ax = fig.add_subplot(1, len(results), i + 1)
         for name, r in result["rows"].items():
             color = colors.setdefault(name, f"C{len(colors) % 10}")
             mean, low, high = r["band"].T
             ax.plot(r["points"], mean, color=color, label=name)
             ax.fill_between(r["points"], low, high, color=color, alpha=0.25)
-        if env_id == "BernoulliBandit-v0":
+        if label in (BERNOULLI, LONG):
             t = np.arange(1, r["points"][-1] + 1)
             ax.plot(t, lai_robbins * np.log(t), color="k", ls="--", label="Lai-Robbins C ln t")
-        if env_id == "ContextualLinearBandit-v0":
+        if label == "ContextualLinearBandit-v0":
             ax.set_yscale("log")  # linear regret of context-free learners dwarfs the rest
-        ax.set_title(env_id)
+        ax.set_title(label)
         ax.set_xlabel("round")
         ax.set_ylabel("cumulative regret (mean, 95% CI band)")
         ax.legend(fontsize=7)
@@ -223,19 +228,26 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="fewer runs and rounds (CPU, ~1 min)")
     parser.add_argument("--runs", type=int, default=None, help="runs per algorithm on Bernoulli")
     parser.add_argument("--rounds", type=int, default=10_000, help="rounds on Bernoulli")
+    parser.add_argument("--long-rounds", type=int, default=100_000,
+                        help="rounds of the long-horizon UCB1 (c=1) vs epsilon-greedy run")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
     runs = args.runs or (50 if args.quick else 10_000)
-    if runs < 2 or args.rounds < NUM_POINTS:
-        parser.error(f"--runs must be >= 2 (for an interval), --rounds >= {NUM_POINTS}")
+    if runs < 2 or min(args.rounds, args.long_rounds) < NUM_POINTS:
+        parser.error(f"--runs must be >= 2 (for an interval), --rounds and --long-rounds >= "
+                     f"{NUM_POINTS}")
     side = (100, 2_000) if args.quick else (2_000, 10_000)  # pricing and contextual
     bernoulli = non_contextual(reward_scale=1.0, prior_mean=0.5, noise_std=0.5)
     # pricing: rewards price x purchase in [0, 10]; the largest arm std is about 2.8
     pricing = non_contextual(reward_scale=10.0, prior_mean=2.5, noise_std=2.5)
-    plan = {"BernoulliBandit-v0": (bernoulli, runs, args.rounds),
-            "PricingBandit-v0": (pricing, *side), "ContextualLinearBandit-v0": (CONTEXTUAL, *side)}
-    results = {env_id: run_env(env_id, groups, n, t, chunk=1000)
-               for env_id, (groups, n, t) in plan.items()}
+    long_horizon = {EPS: bernoulli[EPS], "UCB1 (c=1)": [UCB1(c=1.0)]}
+    plan = {BERNOULLI: (BERNOULLI, bernoulli, runs, args.rounds),
+            LONG: (BERNOULLI, long_horizon, min(runs, 1000), args.long_rounds),
+            "PricingBandit-v0": ("PricingBandit-v0", pricing, *side),
+            "ContextualLinearBandit-v0": ("ContextualLinearBandit-v0", CONTEXTUAL, *side)}
+    # chunks of 10^7 rounds keep the per-round outputs of one chunk within a few GB
+    results = {label: run_env(env_id, groups, n, t, chunk=max(1, 10_000_000 // t))
+               for label, (env_id, groups, n, t) in plan.items()}
 
     measured = {"BernoulliBandit-v0": bernoulli, "ContextualLinearBandit-v0": CONTEXTUAL}
     if args.quick:  # one of each kind: index, Beta sampling, linear
@@ -251,8 +263,8 @@ def main(argv=None) -> dict:
             print(f"throughput {env_id} {group}: {r['rounds_per_s']:,.0f} rounds/s", flush=True)
 
     lai_robbins = lai_robbins_constant(ecomrl_jax.make("BernoulliBandit-v0")[1].means)
-    checks_ = checks(results["BernoulliBandit-v0"])
-    sizes = {env_id: (n, t) for env_id, (_, n, t) in plan.items()}
+    checks_ = checks(results)
+    sizes = {label: (n, t) for label, (_, _, n, t) in plan.items()}
     write_table(results, sizes, speed, lai_robbins, checks_, args.out / "bandit_regret.md")
     plot(results, lai_robbins, args.out / "bandit_regret.png")
     return {"results": results, "checks": checks_, "throughput": speed}
