@@ -84,15 +84,26 @@ class GaussianActorCritic(nn.Module):
         return Gaussian(mean, jnp.broadcast_to(log_std, mean.shape)), value
 
 
+def _history_context(obs, h: int):
+    """Context vector of a candidate observation, for use inside a compact module: a masked
+    mean of the encoded history rows (the last column of a row is 1 for a real click, 0 for an
+    empty slot), with the filled fraction and the time, through a ReLU layer of width `h`."""
+    history = obs["history"]
+    valid = history[..., -1:]
+    rows = nn.relu(_dense(h)(history)) * valid
+    count = jnp.sum(valid, axis=-2)
+    pooled = jnp.sum(rows, axis=-2) / jnp.maximum(count, 1.0)
+    filled = count / history.shape[-2]
+    return nn.relu(_dense(h)(jnp.concatenate([pooled, filled, obs["time"]], axis=-1)))
+
+
 class CandidateActorCritic(nn.Module):
     """Scores each candidate item against a context vector built from the click history.
 
-    The context is a masked mean of an encoding of the history rows (the last column of a
-    row is 1 for a real click, 0 for an empty slot), with the filled fraction and the time.
-    A candidate's logit is a one-hidden-layer MLP of `[candidate, context]` plus a learned
-    bilinear (two-tower) term `<u(candidate), v(context)>`, so logits are permutation-
-    equivariant over candidates and item-to-interest similarity is cheap to express. The
-    critic is an MLP over the context and the mean of the encoded candidates. One hidden
+    The context is `_history_context`'s. A candidate's logit is a one-hidden-layer MLP of
+    `[candidate, context]` plus a learned bilinear (two-tower) term `<u(candidate), v(context)>`,
+    so logits are permutation-equivariant over candidates and item-to-interest similarity is
+    cheap to express. The critic is an MLP over the context and the mean of the encoded candidates. One hidden
     layer per candidate keeps the per-step cost low: the candidate head dominates it.
     """
 
@@ -101,13 +112,7 @@ class CandidateActorCritic(nn.Module):
     @nn.compact
     def __call__(self, obs):
         h = self.hidden_size
-        candidates, history = obs["candidates"], obs["history"]
-        valid = history[..., -1:]
-        rows = nn.relu(_dense(h)(history)) * valid
-        count = jnp.sum(valid, axis=-2)
-        pooled = jnp.sum(rows, axis=-2) / jnp.maximum(count, 1.0)
-        filled = count / history.shape[-2]
-        context = nn.relu(_dense(h)(jnp.concatenate([pooled, filled, obs["time"]], axis=-1)))
+        candidates, context = obs["candidates"], _history_context(obs, h)
 
         cand = _dense(h)(candidates)
         x = nn.relu(cand + _dense(h)(context)[..., None, :])
@@ -171,7 +176,7 @@ class MLPQNetwork(nn.Module):
 class CandidateQNetwork(nn.Module):
     """Q-value of showing each candidate item: (..., num_candidates).
 
-    The context is pooled from the click history as in `CandidateActorCritic`; a candidate's
+    The context is `_history_context`'s, as in `CandidateActorCritic`; a candidate's
     score is a two-hidden-layer MLP of `[candidate, context]` plus a bilinear term, so the
     scores are permutation-equivariant over candidates. With `dueling`, the scores are
     advantages and a state value from the context and the mean candidate is added by `_dueling`.
@@ -183,13 +188,7 @@ class CandidateQNetwork(nn.Module):
     @nn.compact
     def __call__(self, obs):
         h = self.hidden_size
-        candidates, history = obs["candidates"], obs["history"]
-        valid = history[..., -1:]
-        rows = nn.relu(_dense(h)(history)) * valid
-        count = jnp.sum(valid, axis=-2)
-        pooled = jnp.sum(rows, axis=-2) / jnp.maximum(count, 1.0)
-        filled = count / history.shape[-2]
-        context = nn.relu(_dense(h)(jnp.concatenate([pooled, filled, obs["time"]], axis=-1)))
+        candidates, context = obs["candidates"], _history_context(obs, h)
 
         cand = _dense(h)(candidates)
         x = nn.relu(cand + _dense(h)(context)[..., None, :])
