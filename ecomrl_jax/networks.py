@@ -103,8 +103,9 @@ class CandidateActorCritic(nn.Module):
     The context is `_history_context`'s. A candidate's logit is a one-hidden-layer MLP of
     `[candidate, context]` plus a learned bilinear (two-tower) term `<u(candidate), v(context)>`,
     so logits are permutation-equivariant over candidates and item-to-interest similarity is
-    cheap to express. The critic is an MLP over the context and the mean of the encoded candidates. One hidden
-    layer per candidate keeps the per-step cost low: the candidate head dominates it.
+    cheap to express. The critic is an MLP over the context and the mean of the encoded
+    candidates. One hidden layer per candidate keeps the per-step cost low: the candidate head
+    dominates it.
     """
 
     hidden_size: int = 32
