@@ -1,4 +1,5 @@
-"""Wrappers: episode statistics, observation flattening and normalisation, legacy 5-tuple step."""
+"""Wrappers: episode statistics, observation flattening and normalisation, reward scaling,
+legacy 5-tuple step."""
 
 from functools import partial
 from typing import Any
@@ -199,6 +200,24 @@ class NormalizeObservation(GymnaxWrapper):
         state = self._update(state.replace(env_state=env_state), obs)
         info = {**info, "final_observation": self._normalize(state, final_obs)}
         return self._normalize(state, obs), state, reward, terminated, truncated, info
+
+
+class ScaleReward(GymnaxWrapper):
+    """Reward `(reward - shift) / scale`, for learners that need O(1) rewards (e.g. PPO's value
+    loss on money-valued rewards). Observations, states and `info` are unchanged, so business
+    metrics such as revenue stay in the env's own units."""
+
+    def __init__(self, env, scale: float, shift: float = 0.0):
+        super().__init__(env)
+        if not (np.isfinite(scale) and scale > 0 and np.isfinite(shift)):
+            raise ValueError(f"ScaleReward needs a finite scale > 0 and a finite shift, "
+                             f"got scale={scale!r}, shift={shift!r}")
+        self.scale, self.shift = float(scale), float(shift)
+
+    @partial(jax.jit, static_argnames=("self",))
+    def step(self, key, state, action, params=None):
+        obs, state, reward, terminated, truncated, info = self._env.step(key, state, action, params)
+        return obs, state, (reward - self.shift) / self.scale, terminated, truncated, info
 
 
 class LegacyStepWrapper(GymnaxWrapper):

@@ -1,4 +1,5 @@
-"""Wrappers (ecomrl_jax/wrappers.py): episode statistics, flattening, normalisation, 5-tuple."""
+"""Wrappers (ecomrl_jax/wrappers.py): episode statistics, flattening, normalisation, reward
+scaling, 5-tuple."""
 
 import gymnax
 import jax
@@ -9,7 +10,7 @@ from gymnax.environments import spaces
 import ecomrl_jax
 from ecomrl_jax.evaluation import evaluate
 from ecomrl_jax.wrappers import (EpisodeStatistics, FlattenObservation, LegacyStepWrapper,
-                                 NormalizeObservation, business_metric_names)
+                                 NormalizeObservation, ScaleReward, business_metric_names)
 
 NUM_ENVS, NUM_STEPS, CARTPOLE_STEPS = 6, 24, 100
 # Short episodes that end both ways: patience runs out (terminated) or the horizon (truncated).
@@ -217,6 +218,20 @@ def test_normalize_with_unbound_axis_name_is_a_clear_error(shopper):
     env, params = shopper
     with pytest.raises(ValueError, match="axis_name='envs'"):
         NormalizeObservation(env, axis_name="envs").reset(jax.random.key(0), params)
+
+
+def test_scale_reward_changes_only_the_reward():
+    env, params = ecomrl_jax.make("DynamicPricing-v0")
+    raw = rollout(env, params, jax.random.key(4))
+    scaled = rollout(ScaleReward(env, scale=50.0, shift=10.0), params, jax.random.key(4))
+    np.testing.assert_allclose(scaled[2][1], (raw[2][1] - 10.0) / 50.0, rtol=1e-6, atol=1e-6)
+    for a, b in zip(jax.tree.leaves((raw[0], raw[1], raw[2][0], raw[2][2:])),
+                    jax.tree.leaves((scaled[0], scaled[1], scaled[2][0], scaled[2][2:]))):
+        np.testing.assert_array_equal(a, b)  # observations, states, dones and info (revenue)
+    for bad in (dict(scale=0.0), dict(scale=-1.0), dict(scale=np.inf),
+                dict(scale=1.0, shift=np.nan)):
+        with pytest.raises(ValueError, match="ScaleReward"):
+            ScaleReward(env, **bad)
 
 
 def test_legacy_step_gives_done_for_purejaxrl_loop(shopper, legacy_run):

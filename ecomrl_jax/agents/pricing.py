@@ -4,9 +4,10 @@ Policies follow `policy_fn(key, obs, env_state, env_params) -> action` for one u
 `ecomrl_jax.evaluation.evaluate` expects; oracles read the hidden demand params and the market
 state. The predictive (explore-then-exploit regression) baseline needs memory across steps, so
 it is its own rollout, `run_predictive`, with the same keys and outputs as `evaluate`.
+`make_bandit_run` and `bandit_policy` let the algorithms of `agents.bandits` price the grid.
 """
 
-from functools import partial
+from functools import cache, partial
 from typing import NamedTuple
 
 import jax
@@ -19,6 +20,7 @@ from ecomrl_jax.wrappers import business_metric_names
 
 SEARCH_POINTS = 257  # coarse grid of the continuous price search, before bisection
 BISECTION_STEPS = 30  # the bracket (two grid spacings) shrinks by 2**-30, below float32 precision
+MARKET_CONTEXT_DIM = 7  # bandit context: 1, five calendar features, competitor price
 
 
 def price_to_action(env: DynamicPricing, params, price: jax.Array) -> jax.Array:
@@ -254,6 +256,78 @@ def _run_predictive(env, params, key, explore_steps, num_episodes, max_steps, mo
     return jax.vmap(episode)(episode_keys)
 
 
+class _BanditView:
+    """DynamicPricing-v0 as the `agents.bandits` algorithms see it: one arm per grid price,
+    contexts from the observation (`bandit_contexts`) or none, unbounded rewards."""
+
+    def __init__(self, env: DynamicPricing, contextual: bool):
+        self.num_arms = env.num_prices
+        self.context_dim = MARKET_CONTEXT_DIM if contextual else 1
+        self.is_contextual = contextual
+        self.name = f"{env.name} (contextual={contextual})"
+
+    def reward_range(self, params) -> None:
+        return None  # Poisson sales: no upper bound, so UCB1 and Beta-Bernoulli TS refuse
+
+
+def bandit_contexts(env: DynamicPricing, obs: jax.Array, contextual: bool) -> jax.Array:
+    """(num_prices, context_dim) contexts shared by every arm: `[1]`, or with `contextual`
+    `[1, sin, cos of the week and year phases, holiday flag, competitor price / max_price]`,
+    read from the observation (revenue at a fixed price is about linear in these)."""
+    if not contextual:
+        return jnp.ones((env.num_prices, 1), jnp.float32)
+    x = jnp.concatenate([jnp.ones(1, jnp.float32), obs[:5], obs[5 + 2 * env.history_len][None]])
+    return jnp.broadcast_to(x, (env.num_prices, x.size))
+
+
+def make_bandit_run(algo, env: DynamicPricing, env_params, num_rounds: int,
+                    contextual: bool = False):
+    """`run(key) -> (final algorithm state, rewards (num_rounds,))`: a bandit algorithm of
+    `agents.bandits` prices `num_rounds` periods in one `lax.scan`, arm = grid index, reward =
+    the env's reward; episodes follow one another (the env auto-resets). One product on a
+    price grid only; algorithms that need bounded rewards (UCB1, BernoulliThompson) refuse."""
+    _require_grid(env, "make_bandit_run")
+    if (isinstance(num_rounds, bool) or not isinstance(num_rounds, (int, np.integer))
+            or num_rounds < 1):
+        raise ValueError(f"num_rounds must be a positive int, got {num_rounds!r}")
+    view = _BanditView(env, contextual)
+    algo.validate()
+    algo.check_env(view, env_params)
+
+    def one_round(carry, key):
+        obs, env_state, state = carry
+        k_select, k_update, k_env = jax.random.split(key, 3)
+        contexts = bandit_contexts(env, obs, contextual)
+        arm = algo.select(state, k_select, contexts)
+        obs, env_state, reward, *_ = env.step(k_env, env_state, arm, env_params)
+        return (obs, env_state, algo.update(state, k_update, arm, contexts, reward)), reward
+
+    def run(key):
+        k_reset, k_rounds = jax.random.split(key)
+        obs, env_state = env.reset(k_reset, env_params)
+        carry = (obs, env_state, algo.init(view, env_params))
+        (_, _, state), rewards = jax.lax.scan(one_round, carry,
+                                              jax.random.split(k_rounds, num_rounds))
+        return state, rewards
+
+    return run
+
+
+def bandit_policy(algo, env: DynamicPricing, state, contextual: bool = False):
+    """`policy_fn` for `evaluate`: the algorithm's own `select` with its trained `state` frozen
+    (no further updates). A `Partial` over (algo, state), so many states share one compile."""
+    _require_grid(env, "bandit_policy")
+    return jax.tree_util.Partial(_bandit_policy_fn(env, contextual), algo, state)
+
+
+@cache
+def _bandit_policy_fn(env: DynamicPricing, contextual: bool):
+    def policy_fn(algo, state, key, obs, env_state, params):
+        return algo.select(state, key, bandit_contexts(env, obs, contextual))
+
+    return policy_fn
+
+
 def _as_action(env: DynamicPricing, index: jax.Array) -> jax.Array:
     """Grid indices (num_products,) as the env's action: a scalar for one product."""
     index = index.astype(jnp.int32)
@@ -264,6 +338,13 @@ def _require_pricing(env, name: str) -> None:
     if not isinstance(env, DynamicPricing):
         raise ValueError(f"{name} supports only an unwrapped DynamicPricing-v0 env (it reads its "
                          f"demand model and state), got {type(env).__name__}")
+
+
+def _require_grid(env, name: str) -> None:
+    _require_pricing(env, name)
+    if env.continuous or env.num_products != 1:
+        raise ValueError(f"{name} needs one product on a price grid (arms = grid prices), got "
+                         f"num_products={env.num_products}, continuous={env.continuous}")
 
 
 def _require_stationary_stock(params) -> None:

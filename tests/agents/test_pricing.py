@@ -1,8 +1,8 @@
-"""Oracles and baselines for DynamicPricing-v0 (ecomrl_jax/agents/pricing.py).
+"""Oracles, baselines and the bandit adapter of ecomrl_jax/agents/pricing.py (DynamicPricing-v0).
 
 Oracle prices are checked against closed forms and brute force over a fine grid; the
 finite-stock DP against exhaustive enumeration of policies on a tiny instance and exact
-evaluation of fixed prices (numpy, float64).
+evaluation of fixed prices (numpy, float64); bandits against the revenue-optimal grid price.
 """
 
 import itertools
@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import ecomrl_jax
+from ecomrl_jax.agents import bandits as B
 from ecomrl_jax.agents import pricing as P
 from ecomrl_jax.envs.pricing import DEMAND_MODELS, SETTINGS, EnvState
 from ecomrl_jax.evaluation import evaluate
@@ -290,3 +291,57 @@ def test_run_predictive_rejects_bad_arguments(kwargs, match):
     kwargs = {"num_episodes": 4, **kwargs}
     with pytest.raises(ValueError, match=match):
         P.run_predictive(env, params, jax.random.key(0), **kwargs)
+
+
+# --------------------------------------------------------------------------- bandit adapter
+
+
+def test_bandit_learns_the_revenue_optimal_grid_price():
+    env, params = ecomrl_jax.make("DynamicPricing-v0", **SETTINGS["stationary"], reward_profit=0.0)
+    algo = B.GaussianThompson(prior_std=100.0, noise_std=20.0)
+    run = jax.jit(P.make_bandit_run(algo, env, params, 3000))
+    state, rewards = run(jax.random.key(0))
+    assert rewards.shape == (3000,) and np.all(np.isfinite(rewards)) and np.all(rewards >= 0)
+    np.testing.assert_array_equal(run(jax.random.key(0))[1], rewards)  # same key, same run
+    # revenue p (20 - 2p) peaks at p = 5 (grid index 4): played most, and the frozen policy
+    # earns what the revenue oracle earns on the same episodes
+    assert int(np.argmax(state.counts)) == 4 and state.counts[4] > 0.5 * 3000
+    key = jax.random.key(1)
+    frozen = evaluate(env, params, P.bandit_policy(algo, env, state), key, 16)["revenue"]
+    oracle = evaluate(env, params, P.myopic_oracle(env, params), key, 16)["revenue"]
+    assert frozen.mean() >= 0.99 * oracle.mean()
+
+
+def test_contextual_bandit_sees_calendar_and_competitor_and_uses_them():
+    env, params = ecomrl_jax.make("DynamicPricing-v0", **SETTINGS["competitor"], reward_profit=0.0)
+    obs, state = env.reset(jax.random.key(0), params)
+    contexts = P.bandit_contexts(env, obs, contextual=True)
+    assert contexts.shape == (env.num_prices, 7)
+    np.testing.assert_array_equal(contexts[3], np.concatenate([[1.0], obs[:5], obs[13:14]]))
+    np.testing.assert_allclose(obs[13] * params.max_price, state.competitor_price[0], rtol=1e-6)
+    np.testing.assert_array_equal(P.bandit_contexts(env, obs, False), np.ones((12, 1)))
+    # the best price follows the competitor's, which only the contextual bandit can see
+    key = jax.random.key(1)
+    scores = {}
+    for name, algo, contextual in (("plain", B.GaussianThompson(prior_std=100.0, noise_std=20.0),
+                                    False), ("linear", B.LinearThompson(v=20.0), True)):
+        state, _ = jax.jit(P.make_bandit_run(algo, env, params, 4000, contextual))(key)
+        scores[name] = evaluate(env, params, P.bandit_policy(algo, env, state, contextual), key,
+                                16)["revenue"].mean()
+    assert scores["linear"] > 1.02 * scores["plain"]
+
+
+def test_bandit_adapter_rejects_what_it_cannot_run():
+    env, params = ecomrl_jax.make("DynamicPricing-v0")
+    with pytest.raises(ValueError, match="bounded rewards"):
+        P.make_bandit_run(B.UCB1(), env, params, 10)
+    with pytest.raises(ValueError, match="contextual"):
+        P.make_bandit_run(B.LinUCB(), env, params, 10)
+    with pytest.raises(ValueError, match="num_rounds"):
+        P.make_bandit_run(B.EpsilonGreedy(), env, params, 0)
+    for kwargs in (dict(continuous=True), dict(num_products=2)):
+        other, other_params = ecomrl_jax.make("DynamicPricing-v0", **kwargs)
+        with pytest.raises(ValueError, match="one product on a price grid"):
+            P.make_bandit_run(B.EpsilonGreedy(), other, other_params, 10)
+    with pytest.raises(ValueError, match="DynamicPricing"):
+        P.bandit_policy(B.EpsilonGreedy(), gymnax.make("CartPole-v1")[0], None)
