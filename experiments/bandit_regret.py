@@ -225,14 +225,14 @@ def plot(results: dict, lai_robbins: float, path: Path) -> None:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer runs and rounds (CPU, ~1 min)")
+    parser.add_argument("--quick", action="store_true", help="fewer runs (CPU, ~4 min)")
     parser.add_argument("--runs", type=int, default=None, help="runs per algorithm on Bernoulli")
     parser.add_argument("--rounds", type=int, default=10_000, help="rounds on Bernoulli")
     parser.add_argument("--long-rounds", type=int, default=100_000,
                         help="rounds of the long-horizon UCB1 (c=1) vs epsilon-greedy run")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
-    runs = args.runs or (50 if args.quick else 10_000)
+    runs = args.runs or (1000 if args.quick else 10_000)
     if runs < 2 or min(args.rounds, args.long_rounds) < NUM_POINTS:
         parser.error(f"--runs must be >= 2 (for an interval), --rounds and --long-rounds >= "
                      f"{NUM_POINTS}")
