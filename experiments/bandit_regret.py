@@ -6,7 +6,8 @@ seeds: Bernoulli 0, pricing 1, contextual 2, throughput 3). Each (algorithm, env
 `jit(vmap(vmap(run)))` over a grid of configs and the runs, in chunks of runs. Checks that
 Thompson sampling and UCB have sub-linear regret below epsilon-greedy's on the Bernoulli
 bandit; textbook UCB1 (c=1) explores so much that it passes epsilon-greedy only after ~10^4
-rounds, so it is also run alone against epsilon-greedy over a long horizon (`--long-rounds`). Writes `results/bandit_regret.md` and `results/bandit_regret.png`.
+rounds, so it is also run alone against epsilon-greedy over a long horizon (`--long-rounds`).
+Writes `results/bandit_regret.md` and `results/bandit_regret.png`.
 
     python -m experiments.bandit_regret [--quick]
 """
@@ -72,7 +73,7 @@ def labels(group_label: str, configs: list) -> list[str]:
 def regret_curves(groups: dict, env, params, num_runs: int, num_rounds: int, seed: int, chunk: int):
     """Cumulative regret at NUM_POINTS rounds: {group: array (configs, runs, points)}, the rounds,
     compile seconds and run seconds (compiled code only). All groups share one program (far
-    quicker to compile than one program each)."""
+    quicker to compile than one program each), run on equal chunks of at most `chunk` runs."""
     points = np.linspace(num_rounds / NUM_POINTS, num_rounds, NUM_POINTS).round().astype(int)
     index = jnp.asarray(points - 1)
     grids = {group: jax.tree.map(lambda *x: jnp.stack(x), *configs)
@@ -85,9 +86,7 @@ def regret_curves(groups: dict, env, params, num_runs: int, num_rounds: int, see
                 for group, grid in grids.items()}
 
     keys = jax.random.split(jax.random.key(seed), num_runs)
-    chunk = min(chunk, num_runs)
-    if num_runs % chunk:
-        raise ValueError(f"runs ({num_runs}) must be a multiple of the chunk ({chunk})")
+    chunk = max(d for d in range(1, min(chunk, num_runs) + 1) if num_runs % d == 0)
     start = time.perf_counter()
     compiled = jax.jit(curves).lower(grids, keys[:chunk]).compile()
     compile_s = time.perf_counter() - start

@@ -8,7 +8,7 @@ from experiments import bandit_regret
 
 @pytest.mark.slow
 def test_writes_table_figure_checks_and_throughput(tmp_path):
-    out = bandit_regret.main(["--quick", "--runs", "4", "--rounds", "400", "--long-rounds", "400",
+    out = bandit_regret.main(["--quick", "--runs", "6", "--rounds", "400", "--long-rounds", "400",
                               "--out", str(tmp_path)])
     assert set(out["results"]) == {bandit_regret.BERNOULLI, bandit_regret.LONG, "PricingBandit-v0",
                                    "ContextualLinearBandit-v0"}
