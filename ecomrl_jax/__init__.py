@@ -4,11 +4,9 @@ from ecomrl_jax.envs.ads import AdBidding
 from ecomrl_jax.envs.bandits import (BernoulliBandit, ContextualLinearBandit, GaussianBandit,
                                      PricingBandit)
 from ecomrl_jax.envs.crm import CouponCRM
-from ecomrl_jax.envs.inventory import Inventory
+from ecomrl_jax.envs.inventory import Inventory, SupplyChain
 from ecomrl_jax.envs.pricing import DynamicPricing
-from ecomrl_jax.envs.recommendation import ShopperRec
-from ecomrl_jax.envs.supply_chain import SupplyChain
-from ecomrl_jax.envs.toy_rec import ToyRec
+from ecomrl_jax.envs.recommendation import ShopperRec, ToyRec
 from ecomrl_jax.registry import list_envs, make, register
 
 __version__ = "0.1.0"

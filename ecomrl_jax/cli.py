@@ -15,9 +15,9 @@ import numpy as np  # noqa: E402
 import ecomrl_jax  # noqa: E402
 from benchmarks import env_throughput  # noqa: E402
 from ecomrl_jax import checkpoint, evaluation, sweep  # noqa: E402
-from ecomrl_jax.agents import a2c, ppo, reinforce  # noqa: E402
-from ecomrl_jax.agents import dqn, tabular  # noqa: E402
-from ecomrl_jax.agents.learner import run_updates  # noqa: E402
+from ecomrl_jax.learners import a2c, ppo, reinforce  # noqa: E402
+from ecomrl_jax.learners import dqn, tabular  # noqa: E402
+from ecomrl_jax.learners.loop import run_updates  # noqa: E402
 from ecomrl_jax.logging import MetricsWriter, ProgressBar, plot_learning_curve  # noqa: E402
 
 # --algo name -> (config class, learner module with make_learner, make_policy, network_params)

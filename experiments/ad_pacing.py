@@ -4,7 +4,7 @@ Each learner trains with `vmap` over seeds (training keys 0..seeds-1) in one jit
 is evaluated on the same `runs` evaluation runs of `days` days each (run r uses evaluation key
 1000 + r, so every policy meets the same auctions), and each day's value (summed
 `expected_value` of the impressions won, free of click noise) is divided by the hindsight
-oracle's value of that day (`ecomrl_jax.agents.ads.hindsight_oracle`, 100% by definition). A
+oracle's value of that day (`ecomrl_jax.envs.ads.policies.hindsight_oracle`, 100% by definition). A
 learner's seed scores the mean over all days and the learner's interval is over seeds; a
 rule's interval is over the runs (95% Student-t). Learners act greedily. Writes
 `results/ad_pacing.md` and `results/ad_pacing.png`.
@@ -23,7 +23,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import ecomrl_jax  # noqa: E402
-from ecomrl_jax.agents import a2c, ads, dqn, ppo  # noqa: E402
+from ecomrl_jax.learners import a2c, dqn, ppo  # noqa: E402
+from ecomrl_jax.envs.ads import policies as ads  # noqa: E402
 from ecomrl_jax.evaluation import compare, comparison_table, confidence_interval, evaluate  # noqa: E402
 from experiments.crm_lifetime_value import (  # noqa: E402
     EVAL_KEY, format_rows, goal_line, plot_curves, timing_line, train_learners)

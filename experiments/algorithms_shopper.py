@@ -23,7 +23,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import ecomrl_jax  # noqa: E402
-from ecomrl_jax.agents import a2c, baselines, dqn, ppo, reinforce  # noqa: E402
+from ecomrl_jax.learners import a2c, dqn, ppo, reinforce  # noqa: E402
+from ecomrl_jax.envs.recommendation import policies as baselines  # noqa: E402
 from ecomrl_jax.evaluation import compare, comparison_table, confidence_interval, evaluate  # noqa: E402
 from experiments.crm_lifetime_value import format_rows, plot_curves  # noqa: E402
 

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 import ecomrl_jax  # noqa: E402
-from ecomrl_jax.agents.bandits import (  # noqa: E402
+from ecomrl_jax.learners.bandits import (  # noqa: E402
     UCB1, BernoulliThompson, EpsilonGreedy, GaussianThompson, LinearThompson, LinUCB, Softmax,
     lai_robbins_constant, make_run)
 from ecomrl_jax.evaluation import confidence_interval  # noqa: E402

@@ -24,7 +24,8 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 import ecomrl_jax  # noqa: E402
-from ecomrl_jax.agents import a2c, crm, dqn, ppo  # noqa: E402
+from ecomrl_jax.learners import a2c, dqn, ppo  # noqa: E402
+from ecomrl_jax.envs.crm import policies as crm  # noqa: E402
 from ecomrl_jax.evaluation import compare, comparison_table, confidence_interval, evaluate  # noqa: E402
 
 EVAL_KEY = 1000
@@ -44,7 +45,7 @@ def learner_configs(total_timesteps: int) -> dict:
 
 
 def rule_policies(env, params) -> dict:
-    """The rule baselines of `ecomrl_jax.agents.crm`, including RFM rules tuned on the env card."""
+    """The rule baselines of `ecomrl_jax.envs.crm.policies`, including RFM rules tuned on the env card."""
     return {"never contact": crm.never_contact(env, params),
             "always discount 10%": crm.always_discount(env, params, 0),
             "RFM rules": crm.rfm_rules(env, params),

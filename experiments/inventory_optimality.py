@@ -2,7 +2,7 @@
 
 Six instances: lead time 0, 2, 4 with lost sales and with backorders, default params
 otherwise (Poisson(4) demand, fixed order cost 5, `max_order` 10). The exact optimum is the
-average profit per period from relative value iteration (`agents.inventory.value_iteration`).
+average profit per period from relative value iteration (`envs.inventory.policies.value_iteration`).
 Base-stock and (s, S) are tuned by `grid_search` (key 1). PPO and DQN (discrete order
 quantity) train with `vmap` over seeds (keys 0..seeds-1) on a stationary view of the env:
 the observation keeps net inventory and pipeline (time and season columns dropped, the
@@ -36,8 +36,8 @@ from gymnax.wrappers.purerl import GymnaxWrapper  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 import ecomrl_jax  # noqa: E402
-from ecomrl_jax.agents import dqn, ppo, tabular  # noqa: E402
-from ecomrl_jax.agents import inventory as policies  # noqa: E402
+from ecomrl_jax.learners import dqn, ppo, tabular  # noqa: E402
+from ecomrl_jax.envs.inventory import policies as policies  # noqa: E402
 from ecomrl_jax.evaluation import confidence_interval, evaluate  # noqa: E402
 
 WARMUP = 200  # steps dropped before the steady-state window

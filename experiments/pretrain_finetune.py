@@ -2,7 +2,7 @@
 
 A logged dataset comes from an epsilon-greedy myopic oracle (epsilon 0.3, key 0); a tiny
 transformer actor-critic is pre-trained on it by behaviour cloning plus next-click prediction
-(`agents.pretrain`, key 1), once. PPO with the same transformer then trains from scratch and
+(`learners.pretrain`, key 1), once. PPO with the same transformer then trains from scratch and
 from the pre-trained params, `vmap`ped over seeds (keys 0..seeds-1, the same for both arms).
 Return vs env steps is the training-episode return, mean over seeds with a 95% Student-t band;
 the final greedy policies are evaluated on common episodes (key 1000). Writes
@@ -23,7 +23,8 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 import ecomrl_jax  # noqa: E402
-from ecomrl_jax.agents import baselines, ppo, pretrain  # noqa: E402
+from ecomrl_jax.learners import ppo, pretrain  # noqa: E402
+from ecomrl_jax.envs.recommendation import policies as baselines  # noqa: E402
 from ecomrl_jax.evaluation import confidence_interval, evaluate  # noqa: E402
 
 EPSILON = 0.3

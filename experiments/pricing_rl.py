@@ -12,7 +12,7 @@ Learners train on keys 0..seeds-1, vmapped over seeds in one jit each, and are e
 PPO and DQN (greedy at evaluation) see revenue / REWARD_SCALE (`wrappers.ScaleReward`: raw
 rewards of ~50 a day make the value loss dominate) and discount with gamma 0.5 where today's
 price does not affect tomorrow (unlimited stock), 0.99 with finite stock. Bandits
-(`agents.pricing.make_bandit_run`: arm = grid price, reward = revenue) play consecutive
+(`envs.pricing.policies.make_bandit_run`: arm = grid price, reward = revenue) play consecutive
 episodes; epsilon-greedy and Gaussian Thompson sampling ignore contexts, LinUCB and linear
 Thompson sampling use the calendar features and the competitor price of the observation.
 
@@ -38,9 +38,9 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 import ecomrl_jax  # noqa: E402
-from ecomrl_jax.agents import bandits, dqn, ppo  # noqa: E402
-from ecomrl_jax.agents import pricing as policies  # noqa: E402
-from ecomrl_jax.envs.pricing import SETTINGS  # noqa: E402
+from ecomrl_jax.learners import bandits, dqn, ppo  # noqa: E402
+from ecomrl_jax.envs.pricing import policies as policies  # noqa: E402
+from ecomrl_jax.envs.pricing.dynamic_pricing import SETTINGS  # noqa: E402
 from ecomrl_jax.evaluation import confidence_interval, evaluate  # noqa: E402
 from ecomrl_jax.wrappers import ScaleReward  # noqa: E402
 from experiments.crm_lifetime_value import train_learners  # noqa: E402

@@ -19,7 +19,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import ecomrl_jax  # noqa: E402
-from ecomrl_jax.agents import baselines, ppo  # noqa: E402
+from ecomrl_jax.learners import ppo  # noqa: E402
+from ecomrl_jax.envs.recommendation import policies as baselines  # noqa: E402
 from ecomrl_jax.evaluation import compare, comparison_table, confidence_interval, evaluate  # noqa: E402
 from ecomrl_jax.logging import metric_rows, plot_learning_curve  # noqa: E402
 

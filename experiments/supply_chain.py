@@ -25,8 +25,8 @@ import numpy as np  # noqa: E402
 from gymnax.wrappers.purerl import GymnaxWrapper  # noqa: E402
 
 import ecomrl_jax  # noqa: E402
-from ecomrl_jax.agents import dqn, ppo  # noqa: E402
-from ecomrl_jax.agents import inventory as policies  # noqa: E402
+from ecomrl_jax.learners import dqn, ppo  # noqa: E402
+from ecomrl_jax.envs.inventory import policies as policies  # noqa: E402
 from ecomrl_jax.evaluation import confidence_interval, evaluate  # noqa: E402
 from ecomrl_jax.logging import metric_rows, plot_learning_curve  # noqa: E402
 

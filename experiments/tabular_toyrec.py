@@ -24,8 +24,8 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 import ecomrl_jax  # noqa: E402
-from ecomrl_jax.agents import tabular  # noqa: E402
-from ecomrl_jax.agents.learner import run_updates  # noqa: E402
+from ecomrl_jax.learners import tabular  # noqa: E402
+from ecomrl_jax.learners.loop import run_updates  # noqa: E402
 from ecomrl_jax.evaluation import confidence_interval  # noqa: E402
 
 VISITED = 0.05  # expected visits per episode for a (state, action) pair to count as visited

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import ecomrl_jax
-from ecomrl_jax.agents.baselines import myopic_oracle, random_policy
+from ecomrl_jax.envs.recommendation.policies import myopic_oracle, random_policy
 from ecomrl_jax.evaluation import compare, comparison_table, confidence_interval, evaluate
 
 # Short horizon and low patience: episodes end by termination and by truncation.

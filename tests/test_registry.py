@@ -13,7 +13,7 @@ from gymnax.environments import environment, spaces
 
 import ecomrl_jax
 from ecomrl_jax import registry
-from ecomrl_jax.envs.recommendation import EnvParams, ShopperRec
+from ecomrl_jax.envs.recommendation.shopper_rec import EnvParams, ShopperRec
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 
 import ecomrl_jax
 from ecomrl_jax import sweep
-from ecomrl_jax.agents import ppo
+from ecomrl_jax.learners import ppo
 from ecomrl_jax.cli import main
 
 TINY = dict(num_envs=8, num_steps=16, total_timesteps=8 * 16 * 3, update_epochs=1,

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ecomrl_jax.agents.inventory import table_policy, value_iteration
-from ecomrl_jax.envs.inventory import EnvParams, Inventory
+from ecomrl_jax.envs.inventory.policies import table_policy, value_iteration
+from ecomrl_jax.envs.inventory.inventory import EnvParams, Inventory
 from experiments import inventory_optimality
 
 

@@ -1,1 +1,0 @@
-"""Learners (one module each) and rule-based baselines."""

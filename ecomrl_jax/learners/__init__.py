@@ -1,0 +1,1 @@
+"""Generic learners (one module each); they import no domain code."""

@@ -1,0 +1,120 @@
+"""Proximal policy optimisation (PPO, clipped objective) for Discrete, Slate and Box actions.
+
+The whole run is `lax.scan`s: env steps, GAE, epochs and minibatches; `make_train(config,
+env, env_params)(key)` runs it in one jit. Traceable hyperparameters are pytree fields of
+`PPOConfig`, so a grid vmaps:
+
+    configs = jax.tree.map(lambda *x: jnp.stack(x), *[PPOConfig(lr=lr) for lr in (1e-4, 3e-4)])
+    jax.vmap(lambda c, k: make_train(c, env, params)(k))(configs, keys)
+
+Policies are categorical, Plackett-Luce over slates, or Gaussian for a float Box (see
+`distributions`); the env loop, GAE and the policy of trained weights are shared with A2C and
+REINFORCE (`rollout`). Truncated episodes are treated as terminal: exact when the observation
+carries the time, as ShopperRec's does; a small bias where it does not (Pendulum's time limit).
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from ecomrl_jax.learners.distributions import log_prob_entropy
+from ecomrl_jax.learners.loop import Learner, train_fn
+from ecomrl_jax.learners.actor_critic import (  # noqa: F401 (make_policy, network_params: the CLI's interface)
+    DISCOUNT, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, RolloutSizes, RunnerState, TrainState,
+    check_config, gae, make_optimizer, make_policy, make_rollout, network_params)
+
+
+@struct.dataclass
+class PPOConfig(RolloutSizes):
+    """PPO hyperparameters; defaults are tuned for ShopperRec-v0 on a 2-core CPU."""
+
+    lr: float = 3e-3
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    num_envs: int = struct.field(pytree_node=False, default=128)
+    num_steps: int = struct.field(pytree_node=False, default=32)
+    total_timesteps: int = struct.field(pytree_node=False, default=4_000_000)
+    update_epochs: int = struct.field(pytree_node=False, default=2)
+    num_minibatches: int = struct.field(pytree_node=False, default=4)
+    hidden_size: int = struct.field(pytree_node=False, default=32)
+    network: str = struct.field(pytree_node=False, default="default")  # or "transformer-<preset>"
+    anneal_lr: bool = struct.field(pytree_node=False, default=True)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first invalid field; traced (vmapped) values are skipped."""
+        check_config(self, ("num_envs", "num_steps", "total_timesteps", "update_epochs",
+                            "num_minibatches", "hidden_size"),
+                     {"lr": POSITIVE, "gamma": DISCOUNT, "gae_lambda": UNIT_INTERVAL,
+                      "clip_eps": POSITIVE, "ent_coef": NON_NEGATIVE, "vf_coef": NON_NEGATIVE,
+                      "max_grad_norm": POSITIVE})
+        if self.batch_size % self.num_minibatches:
+            raise ValueError(f"num_envs * num_steps ({self.batch_size}) must be divisible by "
+                             f"num_minibatches ({self.num_minibatches})")
+
+
+def validate_config(config: PPOConfig) -> None:
+    """Function form of `PPOConfig.validate`."""
+    config.validate()
+
+
+def make_learner(config: PPOConfig, env, env_params, init_network_params=None) -> Learner:
+    """PPO as a `Learner`: `init(key)` -> runner state, `update(state)` -> (state, metrics).
+    `init_network_params` (e.g. from `learners.pretrain`) replace the fresh network params."""
+    config.validate()
+    rollout = make_rollout(env, env_params, "PPO", config.hidden_size, config.num_envs,
+                           config.num_steps, config.network)
+    minibatch_size = config.batch_size // config.num_minibatches
+    tx = make_optimizer(config, config.num_updates, config.num_minibatches * config.update_epochs)
+
+    def loss_fn(params, batch, advantages, targets):
+        dist, value = rollout.network.apply(params, batch.obs)
+        log_prob, entropy = log_prob_entropy(dist, batch.action)
+        log_ratio = log_prob - batch.log_prob
+        ratio = jnp.exp(log_ratio)
+        adv = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        loss_actor = -jnp.mean(jnp.minimum(
+            ratio * adv, jnp.clip(ratio, 1.0 - config.clip_eps, 1.0 + config.clip_eps) * adv))
+        loss_value = 0.5 * jnp.mean(jnp.square(value - targets))
+        entropy = jnp.mean(entropy)
+        total = loss_actor + config.vf_coef * loss_value - config.ent_coef * entropy
+        approx_kl = jnp.mean((ratio - 1.0) - log_ratio)
+        return total, {"loss_total": total, "loss_actor": loss_actor, "loss_value": loss_value,
+                       "entropy": entropy, "approx_kl": approx_kl}
+
+    def minibatch_step(train_state, minibatch):
+        params, opt_state = train_state
+        grads, losses = jax.grad(loss_fn, has_aux=True)(params, *minibatch)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return TrainState(optax.apply_updates(params, updates), opt_state), losses
+
+    def epoch(carry, _):
+        train_state, key, data = carry
+        key, k_perm = jax.random.split(key)
+        perm = jax.random.permutation(k_perm, config.batch_size)
+        minibatches = jax.tree.map(
+            lambda x: x[perm].reshape((config.num_minibatches, minibatch_size) + x.shape[1:]), data)
+        train_state, losses = jax.lax.scan(minibatch_step, train_state, minibatches)
+        return (train_state, key, data), losses
+
+    def update(runner: RunnerState):
+        runner, transitions, last_value, episodes = rollout.collect(runner)
+        advantages, targets = gae(transitions, last_value, config.gamma, config.gae_lambda)
+        data = jax.tree.map(lambda x: x.reshape((config.batch_size,) + x.shape[2:]),
+                            (transitions, advantages, targets))
+        (train_state, key, _), losses = jax.lax.scan(
+            epoch, (runner.train_state, runner.key, data), None, config.update_epochs)
+        return rollout.finish(runner._replace(train_state=train_state, key=key), episodes, losses)
+
+    return Learner(init=lambda key: rollout.init(key, tx, init_network_params), update=update,
+                   num_updates=config.num_updates, steps_per_update=config.batch_size)
+
+
+def make_train(config: PPOConfig, env, env_params, init_network_params=None):
+    """`train(key) -> (final RunnerState, metrics)`, metrics stacked over updates; the run
+    starts from `init_network_params` where given (RL fine-tuning of pre-trained params)."""
+    return train_fn(make_learner(config, env, env_params, init_network_params))

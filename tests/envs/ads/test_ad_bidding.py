@@ -1,0 +1,415 @@
+"""Invariants of AdBidding-v0 (ecomrl_jax/envs/ads/ad_bidding.py); see docs/envs/ad_bidding.md.
+
+Tests share one jitted rollout program (fixture `run`) batched with `lax.map` and jitted
+steps; `vmap` is tested on its own.
+"""
+
+import dataclasses
+
+import gymnax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from gymnax.environments import spaces
+
+import ecomrl_jax
+from ecomrl_jax.envs.ads.ad_bidding import SCALAR_PARAM_FIELDS, AdBidding, EnvState, settle
+
+NUM_ENVS = 16
+# Small days keep compilation and rollouts cheap: 24 steps of 50 auction slots.
+SIZES = dict(num_auctions=50, num_steps=24)
+SMALL_BUDGET = 3.0  # about what bidding the value (multiplier 1) spends in such a day
+
+
+def _np(tree):
+    return jax.tree.map(np.asarray, tree)
+
+
+def _index(tree, i):
+    return jax.tree.map(lambda x: x[i], tree)
+
+
+@pytest.fixture(scope="module")
+def ads():
+    return ecomrl_jax.make("AdBidding-v0", daily_budget=SMALL_BUDGET, **SIZES)
+
+
+@pytest.fixture(scope="module")
+def ads_cont():
+    return ecomrl_jax.make("AdBidding-v0", daily_budget=SMALL_BUDGET, continuous=True, **SIZES)
+
+
+def _runner(env):
+    """Jitted `(params, keys, actions) -> (first obs, records)`: per env key, reset and take
+    one public step per action (auto-reset included)."""
+
+    def episode(params, key, actions):
+        k_reset, k_steps = jax.random.split(key)
+        obs0, state = env.reset(k_reset, params)
+
+        def body(state, x):
+            k, action = x
+            obs, nxt, reward, term, trunc, info = env.step(k, state, action, params)
+            info = {k: v for k, v in info.items() if k not in ("final_observation", "terminated",
+                                                                "truncated")}
+            return nxt, dict(state=state, action=action, next=nxt, obs=obs, reward=reward,
+                             terminated=term, truncated=trunc, info=info)
+
+        keys = jax.random.split(k_steps, actions.shape[0])
+        return obs0, jax.lax.scan(body, state, (keys, actions))[1]
+
+    fn = jax.jit(lambda params, keys, actions: jax.lax.map(
+        lambda x: episode(params, *x), (keys, actions)))
+
+    def call(params, keys, actions, num_steps=40):
+        actions = jnp.broadcast_to(jnp.asarray(actions, jnp.int32), (keys.shape[0], num_steps))
+        return _np(fn(params, keys, actions))
+
+    return call
+
+
+@pytest.fixture(scope="module")
+def run(ads):
+    return _runner(ads[0])
+
+
+@pytest.fixture(scope="module")
+def step(ads):
+    return jax.jit(ads[0].step_env)
+
+
+@pytest.fixture(scope="module")
+def step_cont(ads_cont):
+    return jax.jit(ads_cont[0].step_env)
+
+
+@pytest.fixture(scope="module")
+def auctions(ads):
+    """Jitted `(day_key, t, params) -> auctions` of one step, as numpy."""
+    fn = jax.jit(ads[0].auctions)
+    return lambda *args: _np(fn(*args))
+
+
+def _keys(seed, n=NUM_ENVS):
+    return jax.random.split(jax.random.key(seed), n)
+
+
+@pytest.fixture(scope="module")
+def rollout(ads, run):
+    """Uniformly random grid indices (a few out of range)."""
+    env, params = ads
+    actions = jax.random.randint(jax.random.key(0), (NUM_ENVS, 40), -1, env.num_actions + 1)
+    return run(params, _keys(1), actions)
+
+
+# --------------------------------------------------------------------------- second price, budget
+
+
+def test_settle_second_price_hand_computed():
+    bids = jnp.array([1.0, 0.5, 2.0, 0.7, 3.0])
+    prices = jnp.array([0.6, 0.7, 1.5, 0.7, 0.2])
+    active = jnp.array([True, True, True, True, False])
+    # 0 wins at 0.6; 1 loses (0.5 < 0.7); 2 wins at 1.5 (its competitor's bid, not its own 2.0);
+    # 3 ties and loses; 4 is not an auction
+    wins, spend, blocked = settle(bids, prices, active, jnp.float32(10.0))
+    np.testing.assert_array_equal(wins, [True, False, True, False, False])
+    np.testing.assert_allclose(spend, 2.1, rtol=1e-6)
+    assert not blocked
+    # budget 2.0: the win at 1.5 would overshoot (0.6 + 1.5 > 2.0), so it and all later are lost
+    bids = bids.at[3].set(0.8)  # 3 now beats 0.7, but comes after the blocked auction
+    wins, spend, blocked = settle(bids, prices, active, jnp.float32(2.0))
+    np.testing.assert_array_equal(wins, [True, False, False, False, False])
+    np.testing.assert_allclose(spend, 0.6, rtol=1e-6)
+    assert blocked
+    wins, spend, blocked = settle(bids, prices, active, jnp.float32(2.1))
+    np.testing.assert_array_equal(wins, [True, False, True, False, False])
+    assert blocked and spend <= 2.1  # auction 3 (0.7 more) no longer fits
+
+
+def test_step_pays_second_price_for_each_win(ads, step, auctions):
+    env, params = ads
+    _, state = env.reset(jax.random.key(3), params)
+    state = state.replace(time=jnp.int32(20), budget_left=jnp.float32(1e6))
+    auc = auctions(state.day_key, state.time, params)
+    for index in (8, 12, 20):
+        m = float(params.bid_multipliers[index])
+        _, post, reward, term, info = _np(step(jax.random.key(0), state, jnp.int32(index), params))
+        wins = auc["active"] & (np.float32(m) * auc["value"] > auc["price"])
+        assert wins.sum() > 0 and (auc["active"] & ~wins).sum() > 0
+        assert info["impressions_won"] == wins.sum()
+        np.testing.assert_allclose(info["spend"], auc["price"][wins].sum(), rtol=1e-5)
+        np.testing.assert_allclose(info["expected_value"], auc["value"][wins].sum(), rtol=1e-5)
+        np.testing.assert_allclose(post.budget_left, 1e6 - info["spend"], rtol=1e-6)
+        assert not term and info["clicks"] <= wins.sum() and info["conversions"] <= info["clicks"]
+        np.testing.assert_allclose(reward, params.value_per_click * info["clicks"]
+                                   + params.value_per_conversion * info["conversions"])
+
+
+def test_budget_never_negative_and_day_ends_when_exhausted(ads, run):
+    env, params = ads
+    _, rec = run(params, _keys(2), env.num_actions - 1)  # the highest multiplier
+    info, s, nxt = rec["info"], rec["state"], rec["next"]
+    done = rec["terminated"] | rec["truncated"]
+    assert rec["terminated"].sum() >= NUM_ENVS  # every day runs out of budget
+    assert np.all(s.budget_left >= 0) and np.all(info["spend"] <= s.budget_left)
+    np.testing.assert_allclose(s.spend + s.budget_left, SMALL_BUDGET, rtol=1e-5)
+    np.testing.assert_allclose((s.budget_left - info["spend"])[~done], nxt.budget_left[~done])
+    # budget_left is reported on the day's last step only: the day's unspent budget
+    np.testing.assert_array_equal(info["budget_left"][~done], 0.0)
+    np.testing.assert_allclose(info["budget_left"][done], (s.budget_left - info["spend"])[done],
+                               rtol=1e-6, atol=1e-7)
+    # a day's total spend never exceeds the budget
+    for i in range(NUM_ENVS):
+        ends = np.flatnonzero(done[i]) + 1
+        for day in np.split(info["spend"][i], ends)[:-1]:
+            assert day.sum() <= SMALL_BUDGET * (1 + 1e-6)
+    np.testing.assert_array_equal(nxt.time[done], 0)
+    np.testing.assert_allclose(nxt.budget_left[done], SMALL_BUDGET)
+
+
+def test_truncates_at_end_of_day_with_unspent_budget(ads, run):
+    env, params = ads
+    _, rec = run(params, _keys(3), 4)  # multiplier 0.4: never spends the budget
+    assert not rec["terminated"].any()
+    expected = np.broadcast_to((np.arange(40) + 1) % env.num_steps == 0, rec["truncated"].shape)
+    np.testing.assert_array_equal(rec["truncated"], expected)
+    assert np.all(rec["info"]["budget_left"][expected] > 0)
+    np.testing.assert_allclose(rec["obs"][..., 0], rec["next"].time / env.num_steps)
+
+
+# --------------------------------------------------------------------------- observations, infos
+
+
+def test_observation_space_and_values(ads, rollout):
+    env, params = ads
+    space = env.observation_space(params)
+    assert isinstance(space, spaces.Box) and space.shape == (6,) and space.dtype == jnp.float32
+    obs0, rec = rollout
+    for obs in (obs0, rec["obs"]):
+        assert obs.dtype == np.float32 and np.all(np.isfinite(obs))
+        assert bool(space.contains(jnp.asarray(obs)))
+    np.testing.assert_array_equal(obs0, np.broadcast_to([0, 1, 0, 0, 0, 0], obs0.shape))
+    nxt = rec["next"]
+    np.testing.assert_allclose(rec["obs"][..., 1], nxt.budget_left / SMALL_BUDGET, rtol=1e-6)
+    assert np.all((nxt.recent_win_rate >= 0) & (nxt.recent_win_rate <= 1))
+    assert rec["obs"][..., 3].max() > 0.05 and rec["obs"][..., 5].max() > 0.1
+    assert set(rec["info"]) == {"spend", "value", "expected_value", "clicks", "conversions",
+                                "impressions_won", "budget_left", "invalid_actions"}
+    for v in rec["info"].values():
+        assert v.dtype == np.float32 and np.all(np.isfinite(v)) and np.all(v >= 0)
+    assert rec["reward"].dtype == np.float32
+    np.testing.assert_array_equal(rec["reward"], rec["info"]["value"])
+
+
+def test_auctions_are_valid_and_follow_the_daily_pattern(ads):
+    env, params = ads
+    days = _np(jax.jit(jax.vmap(lambda k: env.day_auctions(
+        jax.random.bits(k, (2,), jnp.uint32), params)))(_keys(4, 64)))
+    for name in ("ctr", "cvr"):
+        assert np.all((days[name] > 0) & (days[name] <= 1))
+    assert np.all(days["price"] > 0) and np.all(np.isfinite(days["price"]))
+    np.testing.assert_array_equal(days["value"][~days["active"]], 0.0)
+    np.testing.assert_allclose(days["value"], days["active"] * days["ctr"], rtol=1e-6)
+    traffic = days["active"].mean((0, 2))  # by step
+    assert traffic[int(0.8 * env.num_steps)] > 3 * traffic[int(0.3 * env.num_steps)]
+    log_price = np.log(days["price"]).mean((0, 2))
+    assert log_price[env.num_steps // 2] - log_price[0] > 0.5  # competition peaks at midday
+    # days differ in level: per-day traffic has a spread beyond binomial noise
+    assert days["active"].mean((1, 2)).std() > 0.05
+
+
+def test_continuous_actions_are_clipped_and_counted(ads_cont, step_cont):
+    env, params = ads_cont
+    space = env.action_space(params)
+    assert isinstance(space, spaces.Box) and space.shape == () and space.high == 2.0
+    step = step_cont
+    _, state = env.reset(jax.random.key(3), params)
+    for action, equivalent, invalid in [(-1.0, 0.0, 1.0), (5.0, 2.0, 1.0), (jnp.inf, 2.0, 1.0),
+                                        (jnp.nan, 0.0, 1.0), (1.3, 1.3, 0.0), (2.0, 2.0, 0.0)]:
+        out = step(jax.random.key(1), state, jnp.float32(action), params)
+        ref = step(jax.random.key(1), state, jnp.float32(equivalent), params)
+        assert out[4]["invalid_actions"] == invalid and ref[4]["invalid_actions"] == 0.0
+        for x, y in zip(jax.tree.leaves(out[:4]), jax.tree.leaves(ref[:4]), strict=True):
+            np.testing.assert_array_equal(x, y)
+    with pytest.raises(TypeError, match="numbers"):
+        env.step(jax.random.key(1), state, jnp.bool_(True), params)
+    with pytest.raises(ValueError, match=r"\(\)"):
+        env.step(jax.random.key(1), state, jnp.array([1.0]), params)
+
+
+def test_continuous_equals_discrete_at_grid_points(ads, step, step_cont, rollout):
+    env, params = ads
+    for i, t in [(0, 2), (5, 17), (9, 30)]:
+        state = _index(rollout[1]["state"], (i, t))
+        for index in (3, 7, 15):
+            disc = step(jax.random.key(t), state, jnp.int32(index), params)
+            cont = step_cont(jax.random.key(t), state, params.bid_multipliers[index], params)
+            for x, y in zip(jax.tree.leaves(disc), jax.tree.leaves(cont), strict=True):
+                np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("bad", [-1, 21, 500])
+def test_out_of_range_index_sits_the_step_out(ads, step, bad):
+    env, params = ads
+    _, state = env.reset(jax.random.key(3), params)
+    out = _np(step(jax.random.key(1), state, jnp.int32(bad), params))
+    ref = _np(step(jax.random.key(1), state, jnp.int32(0), params))  # multiplier 0
+    assert out[4]["invalid_actions"] == 1.0 and out[4]["impressions_won"] == 0
+    for x, y in zip(jax.tree.leaves(out[:4]), jax.tree.leaves(ref[:4]), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_bad_discrete_actions_raise(ads):
+    env, params = ads
+    _, state = env.reset(jax.random.key(0), params)
+    for action in (jnp.float32(1.0), 1.0):
+        with pytest.raises(TypeError, match="integer"):
+            env.step(jax.random.key(1), state, action, params)
+    for action in ([1], [[1]]):
+        with pytest.raises(ValueError, match=r"\(\)"):
+            env.step(jax.random.key(1), state, jnp.asarray(action, jnp.int32), params)
+
+
+# --------------------------------------------------------------------------- jit / vmap / keys
+
+
+def test_jit_equals_no_jit(ads, step, rollout):
+    env, params = ads
+    _, rec = rollout
+    for i, t in [(0, 0), (3, 10), (7, 30)]:
+        state, action = _index(rec["state"], (i, t)), jnp.int32(rec["action"][i, t])
+        key = jax.random.key(100 + t)
+        eager, jitted = env.step_env(key, state, action, params), step(key, state, action, params)
+        for x, y in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted), strict=True):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+
+
+def test_same_key_identical_different_key_differs(ads, run, rollout):
+    env, params = ads
+    actions = jax.random.randint(jax.random.key(0), (NUM_ENVS, 40), -1, env.num_actions + 1)
+    again = run(params, _keys(1), actions)
+    for x, y in zip(jax.tree.leaves(rollout), jax.tree.leaves(again), strict=True):
+        np.testing.assert_array_equal(x, y)
+    other = run(params, _keys(2), actions)
+    assert not np.array_equal(rollout[1]["info"]["spend"], other[1]["info"]["spend"])
+    assert len({tuple(k) for k in rollout[1]["state"].day_key[:, 0]}) == NUM_ENVS
+
+
+def test_vmap_over_params_equals_loop_without_recompile(ads, step, rollout):
+    env, params = ads
+    traces = []
+
+    def counted(*args):
+        traces.append(1)
+        return env.step_env(*args)
+
+    vstep = jax.jit(jax.vmap(counted))
+    n = 3
+    keys = _keys(6, n)
+    states = _index(rollout[1]["state"], (slice(0, n), 3))
+    actions = jnp.array([5, 10, 20], jnp.int32)
+    for scale in (1.0, 2.0):
+        batch = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * n), params)
+        batch = batch.replace(price_median=jnp.array([0.01, 0.02, 0.04]) * scale,
+                              value_per_conversion=jnp.array([0.0, 5.0, 20.0]) * scale)
+        batched = _np(vstep(keys, states, actions, batch))
+        for i in range(n):
+            member = _index(batch, i)
+            env.validate_params(member)
+            alone = _np(step(keys[i], _index(states, i), actions[i], member))
+            for x, y in zip(jax.tree.leaves(alone), jax.tree.leaves(_index(batched, i)),
+                            strict=True):
+                np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    assert len(traces) == 1
+
+
+def test_conversion_value_counts_in_reward(ads, step, auctions):
+    env, params = ads
+    params = params.replace(value_per_click=0.0, value_per_conversion=50.0, cvr_median=0.5)
+    _, state = env.reset(jax.random.key(8), params)
+    state = state.replace(time=jnp.int32(18), budget_left=jnp.float32(1e6))
+    auc = auctions(state.day_key, state.time, params)
+    np.testing.assert_allclose(auc["value"], 50.0 * auc["active"] * auc["ctr"] * auc["cvr"],
+                               rtol=1e-5)
+    conversions = 0.0
+    for k in range(20):
+        _, _, reward, _, info = step(jax.random.key(k), state, jnp.int32(20), params)
+        np.testing.assert_allclose(reward, 50.0 * info["conversions"])
+        conversions += float(info["conversions"])
+    assert conversions > 0
+
+
+# --------------------------------------------------------------------------- params, constructor
+
+
+def test_state_and_default_params(ads):
+    env, params = ads
+    _, state = env.reset(jax.random.key(0), params)
+    assert isinstance(state, EnvState)
+    assert state.day_key.shape == (2,) and state.day_key.dtype == jnp.uint32
+    for f in dataclasses.fields(state):
+        if f.name not in ("day_key", "time", "exhausted"):
+            assert getattr(state, f.name).dtype == jnp.float32, f.name
+    np.testing.assert_allclose(params.bid_multipliers, np.linspace(0, 2, 21), atol=1e-6)
+    assert params.max_steps_in_episode == env.num_steps == 24
+    assert env.name == "AdBidding-v0" and env.num_actions == 21
+
+
+BAD_PARAMS = [
+    ("bid_multipliers", lambda p: p.bid_multipliers[:5]),
+    ("bid_multipliers", lambda p: p.bid_multipliers.at[0].set(-1.0)),
+    ("bid_multipliers", lambda p: p.bid_multipliers.at[0].set(jnp.nan)),
+    ("daily_budget", lambda p: 0.0),
+    ("daily_budget", lambda p: float("inf")),
+    ("max_multiplier", lambda p: -1.0),
+    ("price_median", lambda p: 0.0),
+    ("ctr_median", lambda p: -0.1),
+    ("price_sigma", lambda p: -0.1),
+    ("value_per_conversion", lambda p: -1.0),
+    ("traffic_base", lambda p: 0.0),
+    ("traffic_base", lambda p: 1.5),
+    ("day_price_sigma", lambda p: -1.0),
+    ("max_steps_in_episode", lambda p: 0),
+    ("max_steps_in_episode", lambda p: 25),
+    ("max_steps_in_episode", lambda p: 10.0),
+]
+
+
+@pytest.mark.parametrize("field, make_bad", BAD_PARAMS,
+                         ids=[f"{f}-{i}" for i, (f, _) in enumerate(BAD_PARAMS)])
+def test_validate_params_rejects_and_names_field(ads, field, make_bad):
+    env, params = ads
+    with pytest.raises(ValueError, match=rf"params\.{field}\b"):
+        env.validate_params(params.replace(**{field: make_bad(params)}))
+
+
+def test_every_scalar_field_is_checked_for_finiteness(ads):
+    env, params = ads
+    for field in SCALAR_PARAM_FIELDS:
+        with pytest.raises(ValueError, match=rf"params\.{field}\b"):
+            env.validate_params(params.replace(**{field: float("nan")}))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(num_auctions=0), "num_auctions"), (dict(num_steps=-1), "num_steps"),
+    (dict(num_multipliers=2.5), "num_multipliers"), (dict(continuous=1), "continuous"),
+    (dict(daily_budget=-1.0), "daily_budget"), (dict(bogus=1), "bogus"),
+])
+def test_make_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ecomrl_jax.make("AdBidding-v0", **kwargs)
+
+
+def test_constructor_sizes():
+    env = AdBidding(num_auctions=7, num_steps=12, num_multipliers=5)
+    params = env.default_params
+    assert params.bid_multipliers.shape == (5,) and params.max_steps_in_episode == 12
+    shapes = jax.eval_shape(env.auctions, jnp.zeros(2, jnp.uint32), 0, params)
+    assert all(x.shape == (7,) for x in shapes.values())
+
+
+def test_registered_here_and_in_gymnax():
+    assert "AdBidding-v0" in ecomrl_jax.list_envs()
+    env, params = gymnax.make("AdBidding-v0", continuous=True)
+    assert isinstance(env, AdBidding) and env.continuous

@@ -1,0 +1,115 @@
+"""Rule-based policies for ShopperRec-v0 (ecomrl_jax/envs/recommendation/policies.py)."""
+
+import itertools
+
+import gymnax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ecomrl_jax
+from ecomrl_jax.envs.recommendation.policies import myopic_oracle, popularity_policy, random_policy
+from ecomrl_jax.evaluation import evaluate
+from ecomrl_jax.wrappers import EpisodeStatistics
+
+FACTORIES = (random_policy, popularity_policy, myopic_oracle)
+# Every reward term weighted, strong position bias: the oracle's choice and order matter.
+WEIGHTED = dict(purchase_weight=0.5, revenue_weight=0.05, position_bias=0.7)
+
+
+@pytest.fixture(scope="module")
+def default():
+    return ecomrl_jax.make("ShopperRec-v0")
+
+
+@pytest.fixture(scope="module")
+def default_results(default):
+    env, params = default
+    return {f.__name__: evaluate(env, params, f(env, params), jax.random.key(0), 400)
+            for f in FACTORIES}
+
+
+@pytest.fixture(scope="module", params=[1, 3], ids=["single", "slate"])
+def first_step(request):
+    """Env, params, 64 freshly reset states and every baseline's action on them."""
+    env, params = ecomrl_jax.make("ShopperRec-v0", slate_size=request.param, **WEIGHTED)
+    policies = {f.__name__: f(env, params) for f in FACTORIES}
+
+    def act(key):
+        k_reset, k_act = jax.random.split(key)
+        obs, state = env.reset(k_reset, params)
+        return {name: p(k_act, obs, state, params) for name, p in policies.items()}, state
+
+    actions, states = jax.jit(jax.vmap(act))(jax.random.split(jax.random.key(5), 64))
+    return env, params, states, actions
+
+
+def _expected_reward(params, state, slots):
+    """E[reward] of showing candidate `slots` in order, from the env's choice model."""
+    items = state.candidates[slots]
+    affinity = params.item_embedding[items] @ state.interest
+    logits = (params.affinity_scale * affinity + params.item_appeal[items]
+              - params.position_bias * jnp.arange(slots.size))
+    probs = jax.nn.softmax(jnp.append(logits, params.no_click_logit))[:-1]
+    price = params.item_price[items]
+    p_buy = jax.nn.sigmoid(params.purchase_bias + params.purchase_affinity * affinity
+                           - params.purchase_price * price)
+    value = params.click_weight + p_buy * (params.purchase_weight + params.revenue_weight * price)
+    return jnp.sum(probs * value)
+
+
+def test_actions_are_valid(first_step):
+    env, params, _, actions = first_step
+    space = env.action_space(params)
+    expected_shape = (64,) if env.slate_size == 1 else (64, env.slate_size)
+    for name, a in actions.items():
+        assert a.shape == expected_shape and a.dtype == jnp.int32, name
+        assert bool(jnp.all(jax.vmap(space.contains)(a))), name
+    slots = np.unique(np.asarray(actions["random_policy"]))
+    assert slots.tolist() == list(range(env.num_candidates))  # random reaches every slot
+
+
+def test_popularity_ranks_by_population_click_probability(first_step):
+    env, params, states, actions = first_step
+    emb, interest = np.asarray(params.item_embedding), np.asarray(params.shopper_interest)
+    logits = params.affinity_scale * interest @ emb.T + np.asarray(params.item_appeal)
+    popularity = (1 / (1 + np.exp(-(logits - params.no_click_logit)))).mean(axis=0)
+    ranked = np.argsort(-popularity[np.asarray(states.candidates)], axis=1, kind="stable")
+    expected = ranked[:, 0] if env.slate_size == 1 else ranked[:, :env.slate_size]
+    np.testing.assert_array_equal(actions["popularity_policy"], expected)
+
+
+def test_myopic_oracle_maximises_expected_reward(first_step):
+    """Single item: the best candidate; slate: the best of all 720 ordered slates."""
+    env, params, states, actions = first_step
+    slates = jnp.array(list(itertools.permutations(range(env.num_candidates), env.slate_size)))
+    best = jax.vmap(lambda s: jax.vmap(lambda sl: _expected_reward(params, s, sl))(slates))(
+        states).max(axis=1)
+    oracle = actions["myopic_oracle"].reshape(64, env.slate_size)
+    chosen = jax.vmap(lambda s, a: _expected_reward(params, s, a))(states, oracle)
+    np.testing.assert_allclose(chosen, best, rtol=1e-5)
+
+
+def test_popularity_beats_random_on_clicks_per_step(default_results):
+    def clicks_per_step(r):
+        return float(np.sum(r["clicks"]) / np.sum(r["length"]))
+
+    assert (clicks_per_step(default_results["popularity_policy"])
+            > clicks_per_step(default_results["random_policy"]) + 0.1)
+
+
+def test_myopic_oracle_earns_more_in_shorter_sessions(default_results):
+    oracle, rand = default_results["myopic_oracle"], default_results["random_policy"]
+    assert np.mean(oracle["return"]) > np.mean(rand["return"]) + 1.0
+    assert np.mean(oracle["length"]) < np.mean(rand["length"]) - 3.0
+
+
+@pytest.mark.parametrize("factory", [popularity_policy, myopic_oracle], ids=lambda f: f.__name__)
+def test_refuses_unsupported_env(factory, default):
+    env, params = gymnax.make("CartPole-v1")
+    with pytest.raises(ValueError, match="ShopperRec-v0"):
+        factory(env, params)
+    env, params = default
+    with pytest.raises(ValueError, match="unwrapped"):
+        factory(EpisodeStatistics(env), params)
