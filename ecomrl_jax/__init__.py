@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 register("ShopperRec-v0", ShopperRec)
 register("Inventory-v0", Inventory)
-register("SupplyChain-v0", SupplyChain)
+register("SupplyChain-v1", SupplyChain)
 register("DynamicPricing-v0", DynamicPricing)
 register("BernoulliBandit-v0", BernoulliBandit)
 register("GaussianBandit-v0", GaussianBandit)

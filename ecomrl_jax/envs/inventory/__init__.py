@@ -1,4 +1,4 @@
-"""Inventory and supply chain: Inventory-v0, SupplyChain-v0; `policies` holds the base-stock
+"""Inventory and supply chain: Inventory-v0, SupplyChain-v1; `policies` holds the base-stock
 family, grid search, the newsvendor solution and value iteration (exact optima)."""
 
 from ecomrl_jax.envs.inventory.inventory import Inventory

@@ -3,7 +3,7 @@
 Policies are `policy_fn(key, obs, env_state, env_params) -> action` factories for
 `ecomrl_jax.evaluation.evaluate`; they read the inventory position from `env_state` through
 the env's `inventory_position` and build actions with its `order_action`, so they work on
-Inventory-v0 (both action variants) and SupplyChain-v0 (echelon levels, one per stage).
+Inventory-v0 (both action variants) and SupplyChain-v1 (echelon levels, one per stage).
 `value_iteration` solves the average-profit MDP of a small Inventory-v0 instance exactly;
 `newsvendor` gives the closed-form optimal base-stock level with backorders.
 """
@@ -57,7 +57,7 @@ def _policy_fn(env, rule):
     """`(*rule_params, key, obs, env_state, params) -> action` for `rule(position, *params)`;
     cached so that policies differing only in their numbers share one compiled program."""
     if not (hasattr(env, "inventory_position") and hasattr(env, "order_action")):
-        raise ValueError(f"inventory policies need an unwrapped Inventory-v0 or SupplyChain-v0 "
+        raise ValueError(f"inventory policies need an unwrapped Inventory-v0 or SupplyChain-v1 "
                          f"env (they read the inventory position), got {type(env).__name__}")
 
     def policy_fn(*args):

@@ -1,11 +1,12 @@
-"""SupplyChain-v0: a serial multi-echelon chain, OR-Gym's InvManagement in JAX.
+"""SupplyChain-v1: a serial multi-echelon chain, OR-Gym's InvManagement in JAX.
 
 Stage 0 is the retailer facing customer demand; stage i orders from stage i + 1, and the
 top stage orders from a raw-material supplier with unlimited stock. A shipment from the
 supplier of stage i is limited by that supplier's capacity and its on-hand stock, and
 reaches stage i after `lead_times[i]` periods. Unmet demand and unmet replenishment orders
-are backlogged or lost. The reward is the chain's profit, discounted by `alpha**t` as in
-OR-Gym. See docs/envs/supply_chain.md.
+are backlogged or lost. The reward is the chain's undiscounted profit (discounting belongs to
+the learner); OR-Gym's reward `alpha**t * profit` is reported as `info["discounted_profit"]`.
+v0 returned the discounted profit as the reward. See docs/envs/supply_chain.md.
 """
 
 import jax
@@ -42,7 +43,7 @@ class EnvParams:
     demand_dist: int = POISSON  # 0 Poisson, 1 negative binomial
     demand_shape: float = 4.0  # negative binomial size r: variance = mean + mean**2 / r
     backlog: bool = True  # OR-Gym backlog
-    alpha: float = 0.97  # OR-Gym alpha: reward at step t is alpha**t * profit
+    alpha: float = 0.97  # OR-Gym alpha: info["discounted_profit"] at step t is alpha**t * profit
     max_steps_in_episode: int = 30  # OR-Gym periods
 
 
@@ -73,7 +74,7 @@ class SupplyChain(environment.Environment[EnvState, EnvParams]):
 
     @property
     def name(self) -> str:
-        return "SupplyChain-v0"
+        return "SupplyChain-v1"
 
     @property
     def num_actions(self) -> int:
@@ -169,12 +170,12 @@ class SupplyChain(environment.Environment[EnvState, EnvParams]):
             "backorders": backlog[0], "on_hand": jnp.sum(on_hand), "orders": jnp.sum(order),
             "invalid_actions": clipped, "revenue": revenue, "ordering_cost": ordering_cost,
             "holding_cost": holding_cost, "shortage_cost": shortage_cost, "profit": profit,
+            "discounted_profit": params.alpha ** state.time * profit,
             "stage_shipped": shipped, "stage_arrivals": arrivals, "stage_unmet": unmet,
         }
         info = {k: jnp.asarray(v, jnp.float32) for k, v in info.items()}
-        reward = (params.alpha ** state.time * profit).astype(jnp.float32)
         state = EnvState(time=state.time + 1, on_hand=on_hand, pipeline=pipeline, backlog=backlog)
-        return self.get_obs(state, params), state, reward, jnp.bool_(False), info
+        return self.get_obs(state, params), state, info["profit"], jnp.bool_(False), info
 
     def order_quantity(self, action: jax.Array, params: EnvParams) -> tuple[jax.Array, jax.Array]:
         """Whole order quantities per stage and the number of clipped entries.

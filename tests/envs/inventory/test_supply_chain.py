@@ -1,4 +1,4 @@
-"""Invariants of SupplyChain-v0 (ecomrl_jax/envs/inventory/supply_chain.py); see docs/envs/supply_chain.md.
+"""Invariants of SupplyChain-v1 (ecomrl_jax/envs/inventory/supply_chain.py); see docs/envs/supply_chain.md.
 
 The env is checked against a plain NumPy transcription of OR-Gym InvManagement's sequence of
 events (fed the env's own demand draws), against a hand-computed episode, and for stock
@@ -124,7 +124,7 @@ def _or_gym_reference(params, lead_times, orders, demands):
         bought = np.append(shipped, shipped[-1])
         profit = np.sum(p * units - r * bought - k * unmet - h * np.append(inv, 0.0))
         out.append(dict(on_hand=inv.copy(), shipped=shipped, arrivals=arrivals, unmet=unmet,
-                        sales=sold, profit=profit, reward=params.alpha ** t * profit))
+                        sales=sold, profit=profit, reward=params.alpha ** t * profit))  # OR-Gym's
     return out
 
 
@@ -141,7 +141,8 @@ def test_matches_or_gym_reference_step_by_step(case):
             assert r["info"]["sales"][e, t] == want["sales"]
             np.testing.assert_allclose(r["info"]["profit"][e, t], want["profit"], rtol=1e-5,
                                        atol=1e-3)
-            np.testing.assert_allclose(r["reward"][e, t], want["reward"], rtol=1e-5, atol=1e-3)
+            np.testing.assert_allclose(r["info"]["discounted_profit"][e, t], want["reward"],
+                                       rtol=1e-5, atol=1e-3)
             if t < T - 1:
                 np.testing.assert_array_equal(r["next"].on_hand[e, t], want["on_hand"])
     assert r["truncated"][:, T - 1].all() and not r["truncated"][:, :T - 1].any()
@@ -172,7 +173,7 @@ class _TwoStage(SupplyChain):
 
 
 @pytest.mark.parametrize("backlog, expected", [
-    # per step: (reward, profit, shipped, on_hand after, unmet, sales)
+    # per step: (discounted profit, profit = reward, shipped, on_hand after, unmet, sales)
     (True, [(20.5, 20.5, [2, 3], [0, 3], [1, 3, 0], 3), (6.0, 12.0, [3, 4], [0, 4], [0, 2, 0], 2),
             (5.75, 23.0, [2, 0], [0, 2], [3, 0, 0], 3)]),
     (False, [(20.5, 20.5, [2, 3], [0, 3], [1, 3, 0], 3), (1.25, 2.5, [2, 4], [1, 5], [0, 0, 0], 1),
@@ -186,7 +187,8 @@ def test_hand_computed_two_stage_episode(backlog, expected):
     supplier ships 3; stage 0 sells its 3 units of 4 demanded. Profit 10*3 - 1*3 (raw
     material) - 0.5*3 (holding at stage 1) - (2*1 + 1*3) (shortage) = 20.5. With backlog, step
     1 asks 2 + 3 of stage 1 (which has 3 to ship) and serves 1 + 1 customers: profit
-    20 - 4 - 0.5*4 - 1*2 = 12, reward 0.5 * 12. With lost sales the unmet units vanish.
+    20 - 4 - 0.5*4 - 1*2 = 12 (the reward), discounted 0.5 * 12. With lost sales the unmet
+    units vanish.
     """
     env, params = _hand_env_and_params(backlog)
     _, state = env.reset(jax.random.key(0), params)
@@ -194,7 +196,8 @@ def test_hand_computed_two_stage_episode(backlog, expected):
                                           strict=True)):
         _, state, reward, _, truncated, info = env.step(jax.random.key(t), state,
                                                         jnp.array(action), params)
-        assert float(reward) == row[0] and float(info["profit"]) == row[1], t
+        assert float(info["discounted_profit"]) == row[0], t
+        assert float(reward) == float(info["profit"]) == row[1], t
         assert info["stage_shipped"].tolist() == row[2], t
         assert float(info["invalid_actions"]) == 0.0
         if t < 2:
@@ -251,13 +254,16 @@ def test_backlog_and_lost_sales_semantics(rollouts):
     assert lost["info"]["lost_sales"].sum() > 0
 
 
-def test_reward_is_discounted_profit(case):
+def test_reward_is_undiscounted_profit(case):
+    """The learner sees the profit; OR-Gym's alpha**t * profit is the discounted_profit metric."""
     params, r = case
     i = r["info"]
     np.testing.assert_allclose(i["profit"], i["revenue"] - i["ordering_cost"] - i["holding_cost"]
                                - i["shortage_cost"], rtol=1e-5, atol=1e-3)
-    np.testing.assert_allclose(r["reward"], params.alpha ** r["state"].time * i["profit"],
+    np.testing.assert_array_equal(r["reward"], i["profit"])
+    np.testing.assert_allclose(i["discounted_profit"], params.alpha ** r["state"].time * i["profit"],
                                rtol=1e-5, atol=1e-3)
+    assert np.any(r["state"].time > 0) and not np.allclose(i["discounted_profit"], i["profit"])
     np.testing.assert_allclose(i["revenue"], params.price * i["sales"], rtol=1e-6)
     live = _live(r)
     np.testing.assert_allclose(i["holding_cost"][live],
@@ -392,7 +398,7 @@ def test_validate_params_names_the_field(field, value):
 
 
 def test_make_builds_env_and_params():
-    env, params = ecomrl_jax.make("SupplyChain-v0", lead_times=(2, 0), backlog=False, alpha=1.0)
+    env, params = ecomrl_jax.make("SupplyChain-v1", lead_times=(2, 0), backlog=False, alpha=1.0)
     assert isinstance(env, SupplyChain) and env.num_stages == 2 and env.lead_times == (2, 0)
     obs, state = env.reset(jax.random.key(0), params)
     assert isinstance(state, EnvState) and state.pipeline.shape == (2, 2)
@@ -401,9 +407,9 @@ def test_make_builds_env_and_params():
     assert isinstance(box, spaces.Box) and box.shape == (2,)
     np.testing.assert_array_equal(box.high, [100.0, 90.0])
     with pytest.raises(ValueError, match="alpha"):
-        ecomrl_jax.make("SupplyChain-v0", alpha=2.0)
+        ecomrl_jax.make("SupplyChain-v1", alpha=2.0)
     with pytest.raises(ValueError, match="unknown"):
-        ecomrl_jax.make("SupplyChain-v0", lead_time=3)
+        ecomrl_jax.make("SupplyChain-v1", lead_time=3)
 
 
 @pytest.mark.parametrize("kwargs, match", [
