@@ -1,14 +1,17 @@
-"""RL vs grid-optimised echelon base-stock on SupplyChain-v0 (OR-Gym's InvManagement defaults).
+"""RL, grid base-stock and the perfect-foresight oracle on SupplyChain-v1 (OR-Gym InvManagement).
 
-Three stages, lead times (3, 5, 10), Poisson(20) demand, backlog, 30 periods, alpha = 0.97.
+OR-Gym's defaults (three stages, lead times (3, 5, 10), Poisson(20) demand, 30 periods,
+alpha = 0.97), for both variants: backlog (OR-Gym InvManagement-v0) and lost sales (-v1).
 PPO acts on the continuous order of every stage (`Box`); DQN on the `order_grid` variant
 (ORDER_GRID per stage, len(ORDER_GRID) ** 3 actions). Both train with `vmap` over seeds
-(keys 0..seeds-1) on the reward divided by REWARD_SCALE (values of order 1); evaluation uses
-the env's own reward. Base-stock levels come from `grid_search` over echelon levels (key 1).
-Every policy then runs the same episodes (key 2, common random numbers): the episode return
-(profit discounted by alpha ** t, OR-Gym's reward) and the undiscounted profit, mean
-[95% t-interval] over seeds for learners (each seed's mean over episodes) and over episodes
-for base-stock. Writes `results/supply_chain.md` and `results/supply_chain.png`.
+(keys 0..seeds-1) on the env's undiscounted profit divided by REWARD_SCALE, with their own
+gamma. Base-stock levels come from `grid_search` over echelon levels (key 1). Every policy then
+runs the same episodes (key 2, common random numbers), and the perfect-foresight oracle solves
+each of those episodes as a linear program with its realised demand. Reported: OR-Gym's
+episode reward (profit discounted by alpha ** t, `info["discounted_profit"]`), as a fraction of
+the oracle's, and the undiscounted profit, mean [95% t-interval] over seeds for learners (each
+seed's mean over episodes) and over episodes otherwise, next to OR-Gym's published figures.
+Writes `results/supply_chain.md` and `results/supply_chain.png`.
 
     python -m experiments.supply_chain [--quick]
 """
@@ -26,7 +29,7 @@ from gymnax.wrappers.purerl import GymnaxWrapper  # noqa: E402
 
 import ecomrl_jax  # noqa: E402
 from ecomrl_jax.learners import dqn, ppo  # noqa: E402
-from ecomrl_jax.envs.inventory import policies as policies  # noqa: E402
+from ecomrl_jax.envs.inventory import foresight, policies  # noqa: E402
 from ecomrl_jax.evaluation import confidence_interval, evaluate  # noqa: E402
 from ecomrl_jax.logging import metric_rows, plot_learning_curve  # noqa: E402
 
@@ -37,11 +40,18 @@ PPO_CONFIG = ppo.PPOConfig(lr=3e-4, gamma=0.99, ent_coef=0.0, num_envs=64, num_s
                            update_epochs=4, num_minibatches=4, hidden_size=64)
 DQN_CONFIG = dqn.DQNConfig(gamma=0.99, lr=5e-4, num_envs=16, learning_starts=2_000,
                            epsilon_end=0.02, hidden_size=64)
-METRICS = ("return", "profit")
+METRICS = ("discounted_profit", "profit")
+VARIANTS = {"backlog": True, "lost sales": False}  # OR-Gym InvManagement-v0, -v1
+# OR-Gym's mean episode reward (discounted profit, 30 periods), from the authors' results
+# notebook notebooks/inv_management_plots.ipynb (hubbs5/or-gym @ a092b92; arXiv:2008.06319).
+OR_GYM = {"backlog": {"PPO": 438.8, "base-stock (grid)": 388.0, "oracle (perfect foresight)": 546.8},
+          "lost sales": {"PPO": 409.8, "base-stock (grid)": 378.5,
+                         "oracle (perfect foresight)": 542.7}}
+ORACLE = "oracle (perfect foresight)"
 
 
 class ScaledReward(GymnaxWrapper):
-    """The wrapped env with its reward divided by `scale` (info, hence profit, unchanged)."""
+    """The wrapped env with its reward divided by `scale` (info, hence every metric, unchanged)."""
 
     def __init__(self, env, scale: float = REWARD_SCALE):
         super().__init__(env)
@@ -53,10 +63,16 @@ class ScaledReward(GymnaxWrapper):
 
 
 def episode_metrics(env, params, policy, episodes: int) -> dict:
-    """Per-episode discounted return (in the unscaled env's units) and undiscounted profit."""
+    """Per-episode discounted (OR-Gym's reward) and undiscounted profit on the key-2 episodes."""
     out = evaluate(env, params, policy, jax.random.key(2), episodes)
-    scale = getattr(env, "scale", 1.0)
-    return {"return": np.asarray(out["return"]) * scale, "profit": np.asarray(out["profit"])}
+    return {m: np.asarray(out[m], np.float64) for m in METRICS}
+
+
+def oracle_metrics(env, params, episodes: int) -> dict:
+    """The perfect-foresight LP on each key-2 episode's realised demand."""
+    demands = foresight.episode_demands(env, params, jax.random.key(2), episodes)
+    solutions = [foresight.perfect_foresight(env, params, d) for d in demands]
+    return {m: np.array([getattr(s, m) for s in solutions]) for m in METRICS}
 
 
 def train_seeds(module, config, env, params, num_seeds: int):
@@ -70,58 +86,99 @@ def train_seeds(module, config, env, params, num_seeds: int):
     return seeds, curves, time.perf_counter() - start
 
 
-def run(learners, num_seeds, search_episodes, episodes, out: Path) -> dict:
-    env, params = ecomrl_jax.make("SupplyChain-v0")
+def run_variant(env, params, learners, num_seeds, search_episodes, episodes):
+    """(summary: policy -> metric -> (mean, low, high), notes, PPO curves, oracle gap): the gap
+    is the least oracle - policy discounted profit over every episode (and seed), >= 0.
+    `learners`: name -> (module, config, env to train on)."""
+    oracle = oracle_metrics(env, params, episodes)
     search = policies.grid_search(env, params, policies.base_stock_policy,
                                   (np.stack(policies.product_grid(*LEVELS), axis=1),),
                                   jax.random.key(1), search_episodes)
     levels = search.best[0]
     base = episode_metrics(env, params, policies.base_stock_policy(env, levels), episodes)
-    summary = {"base-stock (grid)": {m: confidence_interval(base[m]) for m in METRICS}}
-    notes = {"base-stock (grid)": "echelon levels (" + ", ".join(f"{x:.0f}" for x in levels) + ")"}
-    curves = {}
-    for name, (module, config, kwargs) in learners.items():
-        learn_env = ScaledReward(ecomrl_jax.make("SupplyChain-v0", **kwargs)[0])
-        seeds, curves[name], seconds = train_seeds(module, config, learn_env, params, num_seeds)
+    summary = {name: {m: confidence_interval(x[m]) for m in METRICS}
+               for name, x in ((ORACLE, oracle), ("base-stock (grid)", base))}
+    notes = {ORACLE: "LP per episode (scipy HiGHS), undiscounted profit of the same plan",
+             "base-stock (grid)": "echelon levels (" + ", ".join(f"{x:.0f}" for x in levels) + ")"}
+    gap = np.min(oracle["discounted_profit"] - base["discounted_profit"])
+    curves = None
+    for name, (module, config, learn_env) in learners.items():
+        seeds, seed_curves, seconds = train_seeds(module, config, learn_env, params, num_seeds)
         per_seed = [episode_metrics(learn_env, params, p, episodes) for p in seeds]
         summary[name] = {m: confidence_interval([s[m].mean() for s in per_seed]) for m in METRICS}
         notes[name] = f"{config.total_timesteps:,} steps/seed, {seconds:.0f} s"
-    write_table(summary, notes, num_seeds, search_episodes, episodes, out / "supply_chain.md")
-    plot(curves, summary, out / "supply_chain.png")
-    return summary
+        gap = min(gap, *(np.min(oracle["discounted_profit"] - s["discounted_profit"])
+                         for s in per_seed))
+        curves = seed_curves if name == "PPO" else curves
+    return summary, notes, curves, float(gap)
 
 
-def write_table(summary, notes, num_seeds, search_episodes, episodes, path: Path) -> None:
+def run(learners, num_seeds, search_episodes, episodes, out: Path) -> dict:
+    """Both variants with the same env objects (one compilation of each evaluation program)."""
+    env, params = ecomrl_jax.make("SupplyChain-v1")
+    learners = {name: (module, config, ScaledReward(ecomrl_jax.make("SupplyChain-v1", **kwargs)[0]))
+                for name, (module, config, kwargs) in learners.items()}
+    results = {variant: run_variant(env, params.replace(backlog=backlog), learners, num_seeds,
+                                    search_episodes, episodes)
+               for variant, backlog in VARIANTS.items()}
+    write_table(results, num_seeds, search_episodes, episodes, out / "supply_chain.md")
+    plot(*results["backlog"][:3], out / "supply_chain.png")
+    return {variant: result[0] for variant, result in results.items()}
+
+
+def write_table(results, num_seeds, search_episodes, episodes, path: Path) -> None:
     lines = [
-        "# SupplyChain-v0 (OR-Gym InvManagement defaults): RL vs echelon base-stock", "",
+        "# SupplyChain-v1 (OR-Gym InvManagement defaults): RL, echelon base-stock and the "
+        "perfect-foresight oracle", "",
         f"Base-stock: grid search over {np.prod([len(x) for x in LEVELS])} echelon level triples, "
         f"{search_episodes} episodes (key 1). Learners: {num_seeds} seeds (keys 0..{num_seeds - 1}), "
-        f"vmapped, greedy at evaluation, reward / {REWARD_SCALE:g} in training; PPO on the Box action "
-        f"(lr {PPO_CONFIG.lr}, {PPO_CONFIG.num_envs} envs x {PPO_CONFIG.num_steps} steps, gamma "
-        f"{PPO_CONFIG.gamma}); DQN on order_grid={ORDER_GRID} ({len(ORDER_GRID) ** 3} actions). "
-        f"Evaluation: {episodes} episodes of 30 periods (key 2, the same for every policy). "
-        "Mean [95% t-interval] over seeds for learners, over episodes for base-stock.", "",
-        "| policy | episode return (discounted, alpha 0.97) | episode profit (undiscounted) | notes |",
-        "|---|---|---|---|",
+        f"vmapped, greedy at evaluation, trained on the undiscounted profit / {REWARD_SCALE:g} with "
+        f"their own gamma; PPO on the Box action (lr {PPO_CONFIG.lr}, {PPO_CONFIG.num_envs} envs x "
+        f"{PPO_CONFIG.num_steps} steps, gamma {PPO_CONFIG.gamma}); DQN on order_grid={ORDER_GRID} "
+        f"({len(ORDER_GRID) ** 3} actions, gamma {DQN_CONFIG.gamma}). Oracle: each evaluation "
+        "episode solved as a linear program with its realised demand known in advance (an upper "
+        f"bound no causal policy reaches). Evaluation: {episodes} episodes of 30 periods (key 2, the "
+        "same for every policy). Mean [95% t-interval] over seeds for learners, over episodes "
+        "otherwise; the fraction of the oracle divides the mean and both bounds by the oracle's "
+        "mean on the same episodes.", "",
+        "OR-Gym column: the authors' mean episode reward from their results notebook "
+        "(hubbs5/or-gym, notebooks/inv_management_plots.ipynb @ a092b92; Hubbs et al., "
+        "arXiv:2008.06319): their PPO is RLlib's after 2M steps (last training iteration), "
+        "base-stock is optimised by MIP, their oracle is a deterministic program with the "
+        "realised demand; means over 10 runs, not over our episodes.", "",
     ]
-    for name, stats in summary.items():
-        cells = [f"{stats[m][0]:.1f} [{stats[m][1]:.1f}, {stats[m][2]:.1f}]" for m in METRICS]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {notes[name]} |")
-    lines += ["", "OR-Gym paper (Hubbs et al. 2020) figures for InvManagement: not included. The "
-              "`search` tool found the paper (arXiv 2008.06319) but no excerpt with its "
-              "inventory-management result numbers, so none are quoted here rather than "
-              "quoted from memory."]
+    for variant, (summary, notes, _, gap) in results.items():
+        oracle_mean = summary[ORACLE]["discounted_profit"][0]
+        lines += [f"## {variant.capitalize()}" + (" (OR-Gym InvManagement-v0)" if variant == "backlog"
+                                                  else " (OR-Gym InvManagement-v1)"), "",
+                  "| policy | discounted return (OR-Gym reward) | fraction of oracle | "
+                  "profit (undiscounted) | OR-Gym published | notes |",
+                  "|---|---|---|---|---|---|"]
+        for name, stats in summary.items():
+            mean, low, high = stats["discounted_profit"]
+            profit = stats["profit"]
+            published = OR_GYM[variant].get(name)
+            lines.append(
+                f"| {name} | {mean:.1f} [{low:.1f}, {high:.1f}] | {mean / oracle_mean:.3f} "
+                f"[{low / oracle_mean:.3f}, {high / oracle_mean:.3f}] | {profit[0]:.1f} "
+                f"[{profit[1]:.1f}, {profit[2]:.1f}] | "
+                f"{'-' if published is None else f'{published:.1f}'} | {notes[name]} |")
+        lines += ["", f"The oracle is at or above every policy on every episode (and seed): "
+                  f"least margin {gap:.2f}.", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines))
     print("\n".join(lines))
 
 
-def plot(curves, summary, path: Path) -> None:
-    """PPO's learning curve (training episodes, unscaled) with every final result as a line."""
-    rows = metric_rows({"env_steps": curves["PPO"]["env_steps"],
-                        "episode_return": curves["PPO"]["episode_return"] * REWARD_SCALE}, 0)
-    plot_learning_curve(rows, path, baselines={n: s["return"][0] for n, s in summary.items()},
-                        title="SupplyChain-v0: PPO learning curve (exploring) vs final greedy returns")
+def plot(summary, notes, curves, path: Path) -> None:
+    """PPO's learning curve on the backlog variant (training episodes' OR-Gym reward) with
+    every final result as a line."""
+    rows = metric_rows({"env_steps": curves["env_steps"],
+                        "discounted_profit": curves["discounted_profit"]}, 0)
+    plot_learning_curve(rows, path, metric="discounted_profit",
+                        baselines={n: s["discounted_profit"][0] for n, s in summary.items()},
+                        title="SupplyChain-v1, backlog: PPO learning curve (exploring) vs "
+                              "final greedy results")
     print(f"wrote {path.with_suffix('.md')} and {path}")
 
 
