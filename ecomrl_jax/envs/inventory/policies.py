@@ -3,7 +3,8 @@
 Policies are `policy_fn(key, obs, env_state, env_params) -> action` factories for
 `ecomrl_jax.evaluation.evaluate`; they read the inventory position from `env_state` through
 the env's `inventory_position` and build actions with its `order_action`, so they work on
-Inventory-v0 (both action variants) and SupplyChain-v1 (echelon levels, one per stage).
+Inventory-v0 (both action variants) and SupplyChain-v1 (echelon levels, one per stage); the
+perfect-foresight oracle of SupplyChain-v1 is in `foresight`.
 `value_iteration` solves the average-profit MDP of a small Inventory-v0 instance exactly;
 `newsvendor` gives the closed-form optimal base-stock level with backorders.
 """
@@ -76,20 +77,22 @@ def product_grid(*axes) -> tuple[np.ndarray, ...]:
 class GridSearchResult(NamedTuple):
     best: tuple  # the best candidate's arguments to the policy factory
     best_index: int
-    mean_return: np.ndarray  # (num_candidates,) mean episode return
-    returns: np.ndarray  # (num_candidates, num_episodes) per-episode returns
+    mean_return: np.ndarray  # (num_candidates,) mean episode sum of the searched metric
+    returns: np.ndarray  # (num_candidates, num_episodes) per-episode sums of that metric
 
 
 def grid_search(env, env_params, policy_factory, candidates, key, num_episodes: int,
-                max_steps: int | None = None) -> GridSearchResult:
-    """Evaluate every candidate in one jit and return the one with the highest mean return.
+                max_steps: int | None = None, metric: str = "return") -> GridSearchResult:
+    """Evaluate every candidate in one jit and return the one with the highest mean `metric`:
+    the episode return, or any per-episode sum `evaluate` reports (e.g. SupplyChain-v1's
+    "discounted_profit", OR-Gym's reward).
 
     `candidates` is a tuple with one array per numeric argument of
     `policy_factory(env, *args) -> policy_fn`, candidates along axis 0, e.g.
     `grid_search(env, params, s_S_policy, product_grid(range(20), range(40)), ...)`. All
     candidates run the same `num_episodes` episodes of `evaluate` with the same `key`, so they
     face the same demand (common random numbers) and score exactly what `evaluate` reports.
-    The program is compiled once per (env, policy_factory, num_episodes, max_steps) and
+    The program is compiled once per (env, policy_factory, num_episodes, max_steps, metric) and
     number of candidates; new values and params reuse it.
     """
     candidates = tuple(jnp.asarray(c, jnp.float32) for c in candidates)
@@ -100,19 +103,21 @@ def grid_search(env, env_params, policy_factory, candidates, key, num_episodes: 
                          f"{[c.shape for c in candidates]}")
     if max_steps is None:
         max_steps = int(env_params.max_steps_in_episode)
-    returns = np.asarray(_grid_returns(env, policy_factory, num_episodes, max_steps, candidates,
-                                       env_params, key))
+    returns = np.asarray(_grid_returns(env, policy_factory, num_episodes, max_steps, metric,
+                                       candidates, env_params, key))
     mean_return = returns.mean(axis=1)
     best_index = int(np.argmax(mean_return))
     best = tuple(np.asarray(c[best_index]) for c in candidates)
     return GridSearchResult(best, best_index, mean_return, returns)
 
 
-@functools.partial(jax.jit, static_argnames=("env", "policy_factory", "num_episodes", "max_steps"))
-def _grid_returns(env, policy_factory, num_episodes, max_steps, candidates, env_params, key):
+@functools.partial(jax.jit, static_argnames=("env", "policy_factory", "num_episodes", "max_steps",
+                                             "metric"))
+def _grid_returns(env, policy_factory, num_episodes, max_steps, metric, candidates, env_params,
+                  key):
     def one(args):
         policy_fn = policy_factory(env, *args)
-        return evaluate(env, env_params, policy_fn, key, num_episodes, max_steps)["return"]
+        return evaluate(env, env_params, policy_fn, key, num_episodes, max_steps)[metric]
 
     return jax.vmap(one)(candidates)
 

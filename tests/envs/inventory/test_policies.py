@@ -132,6 +132,15 @@ def test_s_S_beats_base_stock_with_a_fixed_order_cost(vi_sim):  # noqa: N802
     assert ss.best[1] - ss.best[0] > 1  # batches larger than one period's worth
 
 
+def test_grid_search_maximises_the_named_metric():
+    levels = product_grid(np.arange(0, 25, 4))
+    most_stock = grid_search(SIM_ENV, SIM, base_stock_policy, levels, jax.random.key(0), 8, 40,
+                             metric="on_hand")
+    assert most_stock.best[0] == 24.0
+    np.testing.assert_array_equal(most_stock.mean_return, most_stock.returns.mean(1))
+    assert np.all(np.diff(most_stock.mean_return) >= 0)  # more stock with a higher level
+
+
 def test_grid_search_rejects_bad_candidates():
     for candidates in ((), (np.zeros((0,)),), (np.zeros(3), np.zeros(4)), (np.float32(2.0),)):
         with pytest.raises(ValueError, match="candidates"):

@@ -261,8 +261,8 @@ def test_reward_is_undiscounted_profit(case):
     np.testing.assert_allclose(i["profit"], i["revenue"] - i["ordering_cost"] - i["holding_cost"]
                                - i["shortage_cost"], rtol=1e-5, atol=1e-3)
     np.testing.assert_array_equal(r["reward"], i["profit"])
-    np.testing.assert_allclose(i["discounted_profit"], params.alpha ** r["state"].time * i["profit"],
-                               rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(i["discounted_profit"],
+                               params.alpha ** r["state"].time * i["profit"], rtol=1e-5, atol=1e-3)
     assert np.any(r["state"].time > 0) and not np.allclose(i["discounted_profit"], i["profit"])
     np.testing.assert_allclose(i["revenue"], params.price * i["sales"], rtol=1e-6)
     live = _live(r)
