@@ -179,8 +179,7 @@ def plot(summary, notes, curves, path: Path) -> None:
                         "discounted_profit": curves["discounted_profit"]}, 0)
     plot_learning_curve(rows, path, metric="discounted_profit",
                         baselines={n: s["discounted_profit"][0] for n, s in summary.items()},
-                        title="SupplyChain-v1, backlog: PPO learning curve (exploring) vs "
-                              "final greedy results")
+                        title="SupplyChain-v1, backlog: PPO training vs final greedy results")
     print(f"wrote {path.with_suffix('.md')} and {path}")
 
 
