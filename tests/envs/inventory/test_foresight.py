@@ -1,6 +1,7 @@
 """The perfect-foresight oracle (ecomrl_jax/envs/inventory/foresight.py): its plan earns its
 objective in the env, its demand is the env's, and it is the optimum of a tiny chain."""
 
+import functools
 import itertools
 
 import jax
@@ -47,32 +48,38 @@ class _FixedDemand(SupplyChain):
         return jnp.asarray(self.demands, jnp.float32)[time]
 
 
+TINY = _FixedDemand((2.0, 1.0, 3.0), lead_times=(1, 0))
+TINY_PARAMS = EnvParams(initial_inventory=jnp.array([1.0, 1.0]),
+                        unit_cost=jnp.array([1.0, 0.8, 0.5]),
+                        shortage_cost=jnp.array([0.4, 0.2, 0.1]),
+                        holding_cost=jnp.array([0.3, 0.1]), supply_capacity=jnp.array([2.0, 2.0]),
+                        price=3.0, alpha=0.9, max_steps_in_episode=3)
+
+
+@jax.jit
+@functools.partial(jax.vmap, in_axes=(None, 0))
+def _tiny_discounted_profit(params, orders):
+    """OR-Gym's episode reward of each open-loop plan (3, 2) on the tiny chain."""
+    _, state = TINY.reset(jax.random.key(0), params)
+
+    def step(state, order):
+        _, state, _, _, _, info = TINY.step(jax.random.key(0), state, order, params)
+        return state, info["discounted_profit"]
+
+    return jnp.sum(jax.lax.scan(step, state, orders)[1])
+
+
 @pytest.mark.parametrize("backlog", [True, False])
 def test_matches_brute_force_on_a_tiny_chain(backlog):
     """Two stages (lead times 1 and 0), capacities 2, three periods: the best of all 9**3
-    whole order sequences, each run in the env, is the LP's value."""
-    demands = (2.0, 1.0, 3.0)
-    env = _FixedDemand(demands, lead_times=(1, 0))
-    params = EnvParams(initial_inventory=jnp.array([1.0, 1.0]),
-                       unit_cost=jnp.array([1.0, 0.8, 0.5]),
-                       shortage_cost=jnp.array([0.4, 0.2, 0.1]), holding_cost=jnp.array([0.3, 0.1]),
-                       supply_capacity=jnp.array([2.0, 2.0]), price=3.0, backlog=backlog,
-                       alpha=0.9, max_steps_in_episode=3)
-    plans = jnp.asarray(list(itertools.product(range(3), repeat=6)), jnp.float32).reshape(-1, 3, 2)
-
-    def discounted(orders):
-        _, state = env.reset(jax.random.key(0), params)
-
-        def step(state, order):
-            _, state, _, _, _, info = env.step(jax.random.key(0), state, order, params)
-            return state, info["discounted_profit"]
-
-        return jnp.sum(jax.lax.scan(step, state, orders)[1])
-
-    best = float(jnp.max(jax.jit(jax.vmap(discounted))(plans)))
-    solution = perfect_foresight(env, params, demands)
-    np.testing.assert_allclose(solution.discounted_profit, best, rtol=1e-5)
-    np.testing.assert_allclose(float(discounted(jnp.asarray(solution.orders))), best, rtol=1e-5)
+    whole order sequences, each run in the env, is the LP's value, and so is its plan's."""
+    params = TINY_PARAMS.replace(backlog=backlog)
+    solution = perfect_foresight(TINY, params, TINY.demands)
+    plans = np.array(list(itertools.product(range(3), repeat=6)), np.float32).reshape(-1, 3, 2)
+    values = _tiny_discounted_profit(params, np.concatenate([plans, solution.orders[None]]))
+    np.testing.assert_allclose(float(jnp.max(values[:-1])), solution.discounted_profit, rtol=1e-5)
+    np.testing.assert_allclose(float(values[-1]), solution.discounted_profit, rtol=1e-5)
+    assert float(jnp.min(values)) < solution.discounted_profit - 1.0  # plans differ
 
 
 def test_refuses_other_envs_and_bad_demand():
