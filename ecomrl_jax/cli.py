@@ -15,15 +15,10 @@ import numpy as np  # noqa: E402
 import ecomrl_jax  # noqa: E402
 from benchmarks import env_throughput  # noqa: E402
 from ecomrl_jax import checkpoint, evaluation, sweep  # noqa: E402
-from ecomrl_jax.learners import a2c, ppo, reinforce  # noqa: E402
-from ecomrl_jax.learners import dqn, tabular  # noqa: E402
+from ecomrl_jax.learners import LEARNERS as ALGOS  # noqa: E402
 from ecomrl_jax.learners.loop import run_updates  # noqa: E402
 from ecomrl_jax.logging import MetricsWriter, ProgressBar, plot_learning_curve  # noqa: E402
 
-# --algo name -> (config class, learner module with make_learner, make_policy, network_params)
-ALGOS = {"ppo": (ppo.PPOConfig, ppo), "a2c": (a2c.A2CConfig, a2c), "dqn": (dqn.DQNConfig, dqn),
-         "reinforce": (reinforce.REINFORCEConfig, reinforce),
-         "q_learning": (tabular.QLearningConfig, tabular), "sarsa": (tabular.SARSAConfig, tabular)}
 RUN_FILE = "run.json"
 
 

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 import ecomrl_jax  # noqa: E402
 from ecomrl_jax.learners import ppo, pretrain  # noqa: E402
+from ecomrl_jax.envs.recommendation import logs as shopper_logs  # noqa: E402
 from ecomrl_jax.envs.recommendation import policies as baselines  # noqa: E402
 from ecomrl_jax.evaluation import confidence_interval, evaluate  # noqa: E402
 
@@ -35,10 +36,10 @@ def run(num_seeds: int, total_timesteps: int, log_envs: int, log_steps: int, num
         eval_episodes: int, out: Path) -> dict:
     env, params = ecomrl_jax.make("ShopperRec-v0")
     oracle = baselines.myopic_oracle(env, params)
-    behaviour = pretrain.epsilon_policy(oracle, env, params, EPSILON)
+    behaviour = shopper_logs.epsilon_policy(oracle, env, params, EPSILON)
 
     start = time.perf_counter()
-    logs = jax.block_until_ready(jax.jit(lambda k: pretrain.collect_logs(
+    logs = jax.block_until_ready(jax.jit(lambda k: shopper_logs.collect_logs(
         env, params, behaviour, k, log_envs, log_steps))(jax.random.key(0)))
     log_s = time.perf_counter() - start
     pre_config = pretrain.PretrainConfig(num_epochs=num_epochs, lr=3e-3, network=NETWORK)

@@ -3,7 +3,7 @@
 Both learners train with `vmap` over seeds (keys 0..n-1) in `--points` equal chunks (the
 run is rounded down to a whole number of chunks); after each chunk the
 greedy policy of every Q-table is evaluated exactly on the known model (discounted value from
-the reset distribution, `tabular.policy_value`) and compared with the optimal value J*, and
+the reset distribution, `mdp.policy_value`) and compared with the optimal value J*, and
 |Q - Q*| is measured on the state-action pairs the current epsilon-greedy behaviour visits at
 least 0.05 times per episode (exact expected visits on the model). Writes
 `results/tabular_toyrec.md` and `results/tabular_toyrec.png`.
@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 import ecomrl_jax  # noqa: E402
+from ecomrl_jax import mdp  # noqa: E402
 from ecomrl_jax.learners import tabular  # noqa: E402
 from ecomrl_jax.learners.loop import run_updates  # noqa: E402
 from ecomrl_jax.evaluation import confidence_interval  # noqa: E402
@@ -40,7 +41,7 @@ def run(num_seeds: int, total_timesteps: int, num_points: int, out: Path) -> dic
     model, rewards, d0 = jax.jit(lambda p: (env.successors(p), env.reward_matrix(p),
                                             env.initial_state_distribution(p)))(params)
     gamma = HYPERPARAMETERS["gamma"]
-    q_star = tabular.value_iteration(model, rewards, gamma, tol=1e-6)
+    q_star = mdp.value_iteration(model, rewards, gamma, tol=1e-6)
     j_star = float(d0 @ q_star.max(-1))
     starts = np.flatnonzero(np.asarray(d0))
     horizon = int(params.max_steps_in_episode)
@@ -51,9 +52,9 @@ def run(num_seeds: int, total_timesteps: int, num_points: int, out: Path) -> dic
         states (V = max_a Q)."""
 
         def one(q):
-            j = d0 @ tabular.policy_value(model, rewards, gamma, q.argmax(-1))
+            j = d0 @ mdp.policy_value(model, rewards, gamma, q.argmax(-1))
             behaviour = tabular.epsilon_greedy_probs(q, epsilon)
-            visited = tabular.expected_visits(model, d0, behaviour, horizon) >= VISITED
+            visited = mdp.expected_visits(model, d0, behaviour, horizon) >= VISITED
             error = jnp.abs(q - q_star)
             v_error = jnp.abs(q.max(-1) - q_star.max(-1))[starts]
             return j, jnp.max(jnp.where(visited, error, 0.0)), jnp.max(v_error)

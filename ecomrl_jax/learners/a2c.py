@@ -5,8 +5,8 @@ by GAE (`gae_lambda` 1 gives n-step returns bootstrapped at the rollout end), an
 gradient step on policy loss + `vf_coef` * value loss - `ent_coef` * entropy, with Adam and
 global-norm clipping (Adam rather than the original RMSProp, as PPO here). Advantages are
 normalised over the batch. Policies, the env loop and the metrics are PPO's (`distributions`,
-`rollout`); truncated episodes count as terminal, as in PPO. Like `ppo.make_train`, `train`
-is one jit and the traceable fields of `A2CConfig` vmap as a grid.
+`actor_critic`); truncated episodes bootstrap from V(final observation), as in PPO. Like
+`ppo.make_train`, `train` is one jit and the traceable fields of `A2CConfig` vmap as a grid.
 """
 
 import jax
@@ -14,11 +14,13 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from ecomrl_jax.learners.actor_critic import (  # noqa: F401 (make_policy, network_params: the CLI's interface)
+    RunnerState, TrainState, advantages_and_targets, make_policy, make_rollout, network_params)
+from ecomrl_jax.learners.config import (RolloutSizes, check_bools, check_config, check_one_update,
+                                        make_optimizer)
 from ecomrl_jax.learners.distributions import log_prob_entropy
 from ecomrl_jax.learners.loop import Learner, train_fn
-from ecomrl_jax.learners.actor_critic import (  # noqa: F401 (make_policy, network_params: the CLI's interface)
-    DISCOUNT, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, RolloutSizes, RunnerState, TrainState,
-    check_config, gae, make_optimizer, make_policy, make_rollout, network_params)
+from ecomrl_jax.rules import DISCOUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INT, UNIT_INTERVAL
 
 
 @struct.dataclass
@@ -40,10 +42,15 @@ class A2CConfig(RolloutSizes):
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field; traced (vmapped) values are skipped."""
-        check_config(self, ("num_envs", "num_steps", "total_timesteps", "hidden_size"),
-                     {"lr": POSITIVE, "gamma": DISCOUNT, "gae_lambda": UNIT_INTERVAL,
-                      "ent_coef": NON_NEGATIVE, "vf_coef": NON_NEGATIVE,
-                      "max_grad_norm": POSITIVE})
+        check_config(self, A2C_RULES)
+        check_bools(self, "anneal_lr")
+        check_one_update(self, self.batch_size, "num_envs * num_steps")
+
+
+A2C_RULES = {
+    **{name: POSITIVE_INT for name in ("num_envs", "num_steps", "total_timesteps", "hidden_size")},
+    "lr": POSITIVE, "gamma": DISCOUNT, "gae_lambda": UNIT_INTERVAL,
+    "ent_coef": NON_NEGATIVE, "vf_coef": NON_NEGATIVE, "max_grad_norm": POSITIVE}
 
 
 def make_learner(config: A2CConfig, env, env_params, init_network_params=None) -> Learner:
@@ -52,7 +59,7 @@ def make_learner(config: A2CConfig, env, env_params, init_network_params=None) -
     config.validate()
     rollout = make_rollout(env, env_params, "A2C", config.hidden_size, config.num_envs,
                            config.num_steps, config.network)
-    tx = make_optimizer(config, config.num_updates)
+    tx = make_optimizer(config.lr, config.max_grad_norm, config.anneal_lr, config.num_updates)
 
     def loss_fn(params, transitions, advantages, targets):
         dist, value = rollout.network.apply(params, transitions.obs)
@@ -66,8 +73,8 @@ def make_learner(config: A2CConfig, env, env_params, init_network_params=None) -
                        "entropy": entropy}
 
     def update(runner: RunnerState):
-        runner, transitions, last_value, episodes = rollout.collect(runner)
-        advantages, targets = gae(transitions, last_value, config.gamma, config.gae_lambda)
+        runner, transitions, episodes = rollout.collect(runner)
+        advantages, targets = advantages_and_targets(transitions, config.gamma, config.gae_lambda)
         params, opt_state = runner.train_state
         grads, losses = jax.grad(loss_fn, has_aux=True)(params, transitions, advantages, targets)
         updates, opt_state = tx.update(grads, opt_state, params)

@@ -1,9 +1,11 @@
 """Parts shared by the on-policy actor-critic learners (PPO, A2C, REINFORCE).
 
-`make_rollout` builds an env's actor-critic and the env loop every one of them runs: `init` a
-runner state, `collect` `num_steps` steps of `num_envs` auto-resetting envs, and `finish` an
-update with its metrics (mean totals of the episodes that finished during it, carried over
-when none did). Also here: GAE, the optimiser, config checks and the learned policy.
+`make_rollout` builds an env's actor-critic and runs it on the shared env loop
+(`loop.make_env_loop`): `init` a runner state, `collect` `num_steps` steps of `num_envs`
+auto-resetting envs, and `finish` an update with its metrics. Each `Transition` stores
+`terminated`, `done` and the value of the step's final observation, so `targets.gae` cuts
+traces at episode ends but bootstraps a truncated (time-limited) episode from V(final obs).
+Also here: the learned policy and the CLI's `network_params`.
 
 The network is the env's default actor-critic (`networks.make_actor_critic`) or, with a
 config's `network` field set to "transformer-<preset>", a `networks.TransformerActorCritic`.
@@ -16,12 +18,11 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
 
 from ecomrl_jax.learners.distributions import action_spec, log_prob_entropy, sample_action, to_env_action
-from ecomrl_jax.learners.networks import NETWORKS, make_actor_critic, make_transformer_actor_critic
-from ecomrl_jax.wrappers import EpisodeStatistics
+from ecomrl_jax.learners.loop import Episodes, LoopState, make_env_loop
+from ecomrl_jax.learners.networks import make_actor_critic, make_transformer_actor_critic
+from ecomrl_jax.learners.targets import gae
 
 
 class TrainState(NamedTuple):
@@ -31,88 +32,31 @@ class TrainState(NamedTuple):
 
 class RunnerState(NamedTuple):
     train_state: TrainState  # network params and optimiser state
-    env_state: Any  # batched EpisodeStatistics state
-    obs: Any  # batched last observation
-    key: jax.Array
-    update_step: jax.Array  # updates done so far (int32)
-    episode_metrics: dict  # last reported episode means, carried when no episode finishes
+    loop: LoopState  # envs, last observation, key, update count, episode metrics
 
 
 class Transition(NamedTuple):
     obs: Any
     action: jax.Array  # as sampled: a Gaussian sample before `to_env_action` clips it
     log_prob: jax.Array
-    value: jax.Array
+    value: jax.Array  # V(obs)
     reward: jax.Array
-    done: jax.Array  # terminated or truncated; truncation counts as terminal
-
-
-class Episodes(NamedTuple):
-    totals: dict  # EpisodeStatistics totals per step and env, valid where `done`
-    done: jax.Array  # (num_steps, num_envs) an episode finished at this step
+    terminated: jax.Array  # the MDP ended: no bootstrap
+    done: jax.Array  # terminated or truncated: the trace is cut
+    next_value: jax.Array  # V(final observation of the step), the bootstrap unless terminated
 
 
 class Rollout(NamedTuple):
     network: nn.Module
-    init: Callable  # (key, tx) -> RunnerState
-    collect: Callable  # RunnerState -> (RunnerState, Transition, last_value, Episodes)
+    init: Callable  # (key, tx, params=None) -> RunnerState
+    collect: Callable  # RunnerState -> (RunnerState, Transition, Episodes)
     finish: Callable  # (RunnerState, Episodes, losses) -> (RunnerState, metrics)
 
 
-class RolloutSizes:
-    """`batch_size` and `num_updates` of a config with `num_envs`, `num_steps`, `total_timesteps`."""
-
-    @property
-    def batch_size(self) -> int:
-        """Env steps per update (all envs together)."""
-        return self.num_envs * self.num_steps
-
-    @property
-    def num_updates(self) -> int:
-        """Updates in a full run (total_timesteps rounded down to whole updates)."""
-        return self.total_timesteps // self.batch_size
-
-
-# Rules for `check_config`: (predicate on a float64 array, what it demands).
-POSITIVE = (lambda x: x > 0, "> 0")
-NON_NEGATIVE = (lambda x: x >= 0, ">= 0")
-DISCOUNT = (lambda x: (x > 0) & (x <= 1), "in (0, 1]")
-UNIT_INTERVAL = (lambda x: (x >= 0) & (x <= 1), "in [0, 1]")
-
-def check_config(config, positive_ints: tuple[str, ...], rules: dict) -> None:
-    """Raise ValueError naming the first invalid field: `positive_ints` must be positive ints,
-    `total_timesteps` at least one update, `network` (where the config has one) in `NETWORKS`,
-    and `rules[name]` must hold (traced values skipped)."""
-    name_of = type(config).__name__
-    if getattr(config, "network", "default") not in NETWORKS:
-        raise ValueError(f"{name_of}.network must be one of {list(NETWORKS)}, got {config.network!r}")
-    for name in positive_ints:
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name_of}.{name} must be a positive int, got {value!r}")
-    if config.total_timesteps < config.batch_size:
-        raise ValueError(f"total_timesteps ({config.total_timesteps}) is less than one update "
-                         f"(num_envs * num_steps = {config.batch_size})")
-    for name, (ok, rule) in rules.items():
-        value = getattr(config, name)
-        if isinstance(value, jax.core.Tracer):
-            continue
-        if not np.all(ok(np.asarray(value, np.float64))):
-            raise ValueError(f"{name_of}.{name} must be {rule}, got {value!r}")
-
-
-def make_optimizer(config, num_updates: int, steps_per_update: int = 1):
-    """Adam after global-norm clipping; with `config.anneal_lr` the learning rate decays
-    linearly to 0 over `num_updates` updates of `steps_per_update` gradient steps each.
-    Flattened: one vector for clipping and Adam instead of one op per parameter leaf (same
-    arithmetic, noticeably faster to compile)."""
-
-    def annealed_lr(count):
-        return config.lr * jnp.maximum(0.0, 1.0 - (count // steps_per_update) / num_updates)
-
-    lr = annealed_lr if config.anneal_lr else config.lr
-    return optax.flatten(optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
-                                     optax.adam(lr, eps=1e-5)))
+def advantages_and_targets(transitions: Transition, gamma, gae_lambda):
+    """`targets.gae` over a collected rollout (time-major)."""
+    return gae(transitions.reward, transitions.value, transitions.next_value,
+               transitions.terminated, transitions.done, gamma, gae_lambda)
 
 
 def make_network(env, env_params, hidden_size: int, learner: str, network: str = "default"):
@@ -127,11 +71,6 @@ def make_network(env, env_params, hidden_size: int, learner: str, network: str =
                              action_space=env.action_space(env_params)), slate_size
 
 
-def _metric_name(key: str) -> str:
-    """EpisodeStatistics total -> metric name: `episode_return`, `episode_length`, `clicks`, ..."""
-    return f"episode_{key}" if key in ("return", "length") else key
-
-
 def make_rollout(env, env_params, learner: str, hidden_size: int, num_envs: int,
                  num_steps: int, network: str = "default") -> Rollout:
     """The actor-critic (one of `NETWORKS`) and env loop for `env`; `learner` names the
@@ -139,55 +78,38 @@ def make_rollout(env, env_params, learner: str, hidden_size: int, num_envs: int,
     pre-trained, `learners.pretrain`) instead of fresh ones where `params` is not None."""
     network, slate_size = make_network(env, env_params, hidden_size, learner, network)
     action_space = env.action_space(env_params)
-    env = EpisodeStatistics(env)
-    reset = jax.vmap(env.reset, in_axes=(0, None))
-    step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+    env_loop = make_env_loop(env, env_params, num_envs)
 
     def init(key, tx, params=None) -> RunnerState:
-        key, k_net, k_env = jax.random.split(key, 3)
-        obs, env_state = reset(jax.random.split(k_env, num_envs), env_params)
-        one_obs = jax.tree.map(lambda x: x[0], obs)
+        k_net, k_loop = jax.random.split(key)
+        loop = env_loop.init(k_loop)
+        one_obs = jax.tree.map(lambda x: x[0], loop.obs)
         if params is None:
             params = network.init(k_net, one_obs)
         else:
             _check_params(params, jax.eval_shape(network.init, k_net, one_obs), learner)
-        episode_metrics = {_metric_name(k): jnp.zeros((), jnp.float32) for k in env_state.last}
-        return RunnerState(TrainState(params, tx.init(params)), env_state, obs, key, jnp.int32(0),
-                           episode_metrics)
+        return RunnerState(TrainState(params, tx.init(params)), loop)
 
-    def env_step(carry, _):
-        params, env_state, obs, key = carry
-        key, k_act, k_env = jax.random.split(key, 3)
+    def act(params, key, obs, _):
         dist, value = network.apply(params, obs)
-        action = sample_action(k_act, dist, slate_size)
+        action = sample_action(key, dist, slate_size)
         log_prob, _ = log_prob_entropy(dist, action)
-        next_obs, env_state, reward, terminated, truncated, info = step(
-            jax.random.split(k_env, num_envs), env_state, to_env_action(action_space, action),
-            env_params)
-        transition = Transition(obs, action, log_prob, value, reward, terminated | truncated)
-        return (params, env_state, next_obs, key), (transition, Episodes(info["episode"],
-                                                                         info["episode_done"]))
+        return to_env_action(action_space, action), params, (action, log_prob, value)
+
+    def observe(params, record, step, _):
+        action, log_prob, value = record
+        _, next_value = network.apply(params, step.final_obs)
+        return params, Transition(step.obs, action, log_prob, value, step.reward,
+                                  step.terminated, step.done, next_value)
 
     def collect(runner: RunnerState):
-        params = runner.train_state.params
-        (_, env_state, obs, key), (transitions, episodes) = jax.lax.scan(
-            env_step, (params, runner.env_state, runner.obs, runner.key), None, num_steps)
-        _, last_value = network.apply(params, obs)
-        runner = runner._replace(env_state=env_state, obs=obs, key=key)
-        return runner, transitions, last_value, episodes
+        _, loop, transitions, episodes = env_loop.collect(
+            act, observe, runner.train_state.params, runner.loop, num_steps)
+        return runner._replace(loop=loop), transitions, episodes
 
     def finish(runner: RunnerState, episodes: Episodes, losses: dict):
-        finished = jnp.sum(episodes.done)
-        episode_metrics = {
-            _metric_name(k): jnp.where(
-                finished > 0, jnp.sum(jnp.where(episodes.done, v, 0.0)) / jnp.maximum(finished, 1),
-                runner.episode_metrics[_metric_name(k)])
-            for k, v in episodes.totals.items()}
-        update_step = runner.update_step + 1
-        metrics = {**episode_metrics, **jax.tree.map(jnp.mean, losses),
-                   "episodes_finished": finished.astype(jnp.int32),
-                   "env_steps": update_step * num_envs * num_steps}
-        return runner._replace(update_step=update_step, episode_metrics=episode_metrics), metrics
+        loop, metrics = env_loop.finish(runner.loop, episodes)
+        return runner._replace(loop=loop), {**metrics, **jax.tree.map(jnp.mean, losses)}
 
     return Rollout(network, init, collect, finish)
 
@@ -200,23 +122,6 @@ def _check_params(params, expected, learner: str) -> None:
     if spec(params) != spec(expected):
         raise ValueError(f"{learner}: the initial network params do not fit the network of this "
                          "config and env (different structure, shapes or dtypes)")
-
-
-def gae(transitions: Transition, last_value, gamma, gae_lambda):
-    """`(advantages, value targets)` by generalised advantage estimation over a rollout
-    (time-major); `last_value` bootstraps episodes that the rollout cuts off. With
-    `gae_lambda` 1 the targets are Monte Carlo returns within the rollout."""
-
-    def body(carry, t):
-        advantage, next_value = carry
-        not_done = 1.0 - t.done
-        delta = t.reward + gamma * next_value * not_done - t.value
-        advantage = delta + gamma * gae_lambda * not_done * advantage
-        return (advantage, t.value), advantage
-
-    _, advantages = jax.lax.scan(body, (jnp.zeros_like(last_value), last_value), transitions,
-                                 reverse=True)
-    return advantages, advantages + transitions.value
 
 
 def network_params(runner_state: RunnerState):

@@ -15,13 +15,36 @@ index; ties are broken uniformly at random.
 """
 
 import math
+from typing import Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from ecomrl_jax.envs.bandits.bandit_envs import BanditEnv
+from ecomrl_jax.rules import (FINITE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, check, check_value,
+                              int_at_least)
+
+
+@runtime_checkable
+class BanditEnv(Protocol):
+    """What the algorithms need of a bandit env (`ecomrl_jax.envs.bandits.bandit_envs.BanditEnv`
+    provides it): arms, per-arm contexts, the reward range, and `regret` and
+    `optimal_arm_chosen` in the `info` of `step_env`."""
+
+    name: str
+    num_arms: int
+    context_dim: int
+    is_contextual: bool
+
+    def reset(self, key, params): ...
+
+    def step_env(self, key, state, action, params): ...
+
+    def arm_contexts(self, obs) -> jax.Array: ...
+
+    def reward_range(self, params): ...
+
 
 SCHEDULES = ("constant", "linear", "exponential", "inverse")
 
@@ -103,8 +126,7 @@ class EpsilonGreedy:
         if self.schedule not in SCHEDULES:
             raise ValueError(
                 f"EpsilonGreedy.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        _check_fields(self, epsilon=(_unit, "in [0, 1]"), min_epsilon=(_unit, "in [0, 1]"),
-                      decay_steps=(_positive, "> 0"))
+        check(self, {"epsilon": UNIT_INTERVAL, "min_epsilon": UNIT_INTERVAL, "decay_steps": POSITIVE})
 
     def check_env(self, env: BanditEnv, env_params) -> None:
         """Any bandit env (contexts are ignored)."""
@@ -139,7 +161,7 @@ class UCB1:
     c: float = 1.0
 
     def validate(self) -> None:
-        _check_fields(self, c=(lambda x: x >= 0, ">= 0"))
+        check(self, {"c": NON_NEGATIVE})
 
     def check_env(self, env: BanditEnv, env_params) -> None:
         _require_bounded(env, env_params, "UCB1")
@@ -171,7 +193,7 @@ class Softmax:
     temperature: float = 0.1
 
     def validate(self) -> None:
-        _check_fields(self, temperature=(_positive, "> 0"))
+        check(self, {"temperature": POSITIVE})
 
     def check_env(self, env: BanditEnv, env_params) -> None:
         """Any bandit env (contexts are ignored)."""
@@ -200,7 +222,7 @@ class BernoulliThompson:
     prior_beta: float = 1.0
 
     def validate(self) -> None:
-        _check_fields(self, prior_alpha=(_positive, "> 0"), prior_beta=(_positive, "> 0"))
+        check(self, {"prior_alpha": POSITIVE, "prior_beta": POSITIVE})
 
     def check_env(self, env: BanditEnv, env_params) -> None:
         _require_bounded(env, env_params, "BernoulliThompson (Beta-Bernoulli)")
@@ -239,8 +261,8 @@ class GaussianThompson:
     estimate_noise: bool = struct.field(pytree_node=False, default=False)
 
     def validate(self) -> None:
-        _check_fields(self, prior_mean=(np.isfinite, "finite"), prior_std=(_positive, "> 0"),
-                      noise_std=(_positive, "> 0"), noise_prior_dof=(_positive, "> 0"))
+        check(self, {"prior_mean": FINITE, "prior_std": POSITIVE, "noise_std": POSITIVE,
+                     "noise_prior_dof": POSITIVE})
 
     def check_env(self, env: BanditEnv, env_params) -> None:
         """Any bandit env (contexts are ignored)."""
@@ -285,7 +307,7 @@ class LinUCB:
     regularization: float = 1.0
 
     def validate(self) -> None:
-        _check_fields(self, alpha=(lambda x: x >= 0, ">= 0"), regularization=(_positive, "> 0"))
+        check(self, {"alpha": NON_NEGATIVE, "regularization": POSITIVE})
 
     def check_env(self, env: BanditEnv, env_params) -> None:
         _require_contextual(env, "LinUCB")
@@ -315,7 +337,7 @@ class LinearThompson:
     regularization: float = 1.0
 
     def validate(self) -> None:
-        _check_fields(self, v=(lambda x: x >= 0, ">= 0"), regularization=(_positive, "> 0"))
+        check(self, {"v": NON_NEGATIVE, "regularization": POSITIVE})
 
     def check_env(self, env: BanditEnv, env_params) -> None:
         _require_contextual(env, "LinearThompson")
@@ -339,11 +361,10 @@ def make_run(algo, env: BanditEnv, env_params, num_rounds: int):
     The env's episodes play no part: rounds go through `env.step_env` with no auto-reset, since
     a bandit's arms never change (a reset would only redraw the contexts, from the same law)."""
     if not isinstance(env, BanditEnv):
-        raise ValueError(f"bandit algorithms need a bandit env from ecomrl_jax.envs.bandits.bandit_envs; "
-                         f"got {getattr(env, 'name', type(env).__name__)}")
-    if (isinstance(num_rounds, bool) or not isinstance(num_rounds, (int, np.integer))
-            or num_rounds < 1):
-        raise ValueError(f"num_rounds must be a positive int, got {num_rounds!r}")
+        raise ValueError(f"bandit algorithms need a bandit env (arms, contexts and reward range, "
+                         f"as in ecomrl_jax.envs.bandits.bandit_envs); got "
+                         f"{getattr(env, 'name', type(env).__name__)}")
+    check_value(num_rounds, int_at_least(1), "num_rounds")
     algo.validate()
     algo.check_env(env, env_params)
 
@@ -398,25 +419,6 @@ def _untried_first(counts: jax.Array, values: jax.Array) -> jax.Array:
 def _argmax_random_tie(values: jax.Array, u: jax.Array) -> jax.Array:
     """Index of a maximum of `values`, uniformly among ties (by the largest `u` among them)."""
     return jnp.argmax(jnp.where(values == jnp.max(values), u, -1.0))
-
-
-def _positive(x):
-    return x > 0
-
-
-def _unit(x):
-    return (x >= 0) & (x <= 1)
-
-
-def _check_fields(config, **checks) -> None:
-    """Raise ValueError for the first field failing its check; traced (vmapped) values pass."""
-    for name, (ok, rule) in checks.items():
-        value = getattr(config, name)
-        if isinstance(value, jax.core.Tracer):
-            continue
-        value = np.asarray(value, np.float64)
-        if not (np.all(np.isfinite(value)) and np.all(ok(value))):
-            raise ValueError(f"{type(config).__name__}.{name} must be {rule}, got {value}")
 
 
 def _require_bounded(env: BanditEnv, env_params, algo_name: str) -> None:

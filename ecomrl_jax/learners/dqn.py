@@ -6,9 +6,11 @@ replay buffer held in device memory, then gradient steps on uniformly sampled n-
 `make_train(config, env, env_params)(key)` runs it in one jit. Float hyperparameters are
 pytree fields of `DQNConfig` (a grid vmaps, as for `ppo.PPOConfig`); sizes and switches are static.
 
-Replay buffer: a small circular buffer written here (no extra dependency such as flashbax;
-~30 lines, jittable and vmappable). It is time-major: each row holds one step of every env,
-so an n-step window is n+1 consecutive rows of one env and each observation is stored once.
+Replay (`replay`): a time-major circular buffer in device memory; each row holds one step of
+every env (observation, action, reward, `terminated`, `done` and the step's final observation),
+so an n-step window is n consecutive rows of one env. Storing the final (pre-reset)
+observation beside the observation doubles the buffer's observation memory, as in a replay
+that stores `next_obs`, and lets a window truncated by a time limit bootstrap from it.
 
 Slates (`ecomrl_jax.spaces.Slate`): the network scores every candidate, Qbar(s, i), and a
 slate's value is the mean of its items' scores, Q(s, A) = mean_{i in A} Qbar(s, i). The TD
@@ -24,8 +26,8 @@ the item's own score and the learner is plain (Double, dueling, n-step) DQN.
 Network: the env's default Q-network (`networks.make_q_network`) or, with `network` set to
 "transformer-<preset>", a `networks.TransformerQNetwork` over the shopper's history.
 
-Truncated episodes are treated as terminal, as in `ppo`: ShopperRec's observation carries the
-time, so the episode end is part of the state.
+Time limits are not terminations: a window is cut at its first episode end, and bootstraps
+from max_a Q(final observation of that step) unless the episode terminated (`targets`).
 """
 
 import functools
@@ -33,15 +35,20 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
 from gymnax.environments import spaces
 
-from ecomrl_jax.learners.loop import EPSILON_SCHEDULES, Learner, epsilon_schedule, train_fn
-from ecomrl_jax.learners.networks import NETWORKS, make_q_network
+from ecomrl_jax.learners.config import (EPSILON_SCHEDULES, check_bools, check_choice, check_config,
+                                        check_one_update, epsilon_schedule, make_optimizer)
+from ecomrl_jax.learners.loop import Learner, LoopState, make_env_loop, train_fn
+from ecomrl_jax.learners.networks import make_q_network
+from ecomrl_jax.learners.replay import ReplayBuffer, buffer_add, buffer_init, buffer_sample
+from ecomrl_jax.learners.targets import (action_value, double_dqn_target, first_done, greedy_action,
+                                         n_step_return, td_target)
+from ecomrl_jax.rules import (DISCOUNT, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL,
+                              Rule)
 from ecomrl_jax.spaces import Slate
-from ecomrl_jax.wrappers import EpisodeStatistics
 
 LOSSES = ("huber", "mse")
 
@@ -99,7 +106,7 @@ class DQNConfig:
         """Gradient steps in a full run: `gradient_steps` per update from the first update after
         which `learning_starts` env steps are done and the buffer holds an n-step window."""
         first = max(-(-self.learning_starts // self.steps_per_update),
-                    self.n_step // self.train_frequency + 1)
+                    -(-self.n_step // self.train_frequency), 1)
         return self.gradient_steps * max(0, self.num_updates - first + 1)
 
     @property
@@ -109,50 +116,28 @@ class DQNConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field; traced (vmapped) values are skipped."""
-        for name in ("num_envs", "total_timesteps", "buffer_size", "batch_size", "train_frequency",
-                     "gradient_steps", "target_update_interval", "n_step", "hidden_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"DQNConfig.{name} must be a positive int, got {value!r}")
-        if isinstance(self.learning_starts, bool) or not isinstance(
-                self.learning_starts, (int, np.integer)) or self.learning_starts < 0:
-            raise ValueError(f"DQNConfig.learning_starts must be an int >= 0, got {self.learning_starts!r}")
-        if self.total_timesteps < self.steps_per_update:
-            raise ValueError(f"total_timesteps ({self.total_timesteps}) is less than one update "
-                             f"(num_envs * train_frequency = {self.steps_per_update})")
-        if self.buffer_rows <= self.n_step:
-            raise ValueError(f"buffer_size ({self.buffer_size}) must hold at least n_step + 1 = "
-                             f"{self.n_step + 1} steps of all num_envs ({self.num_envs}) envs")
-        for name, value in (("double_dqn", self.double_dqn), ("dueling", self.dueling),
-                            ("anneal_lr", self.anneal_lr)):
-            if not isinstance(value, bool):
-                raise ValueError(f"DQNConfig.{name} must be a bool, got {value!r}")
-        if self.network not in NETWORKS:
-            raise ValueError(f"DQNConfig.network must be one of {list(NETWORKS)}, got {self.network!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"DQNConfig.loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.epsilon_schedule not in EPSILON_SCHEDULES:
-            raise ValueError(f"DQNConfig.epsilon_schedule must be one of {EPSILON_SCHEDULES}, "
-                             f"got {self.epsilon_schedule!r}")
-        checks = {
-            "lr": (lambda x: x > 0, "> 0"),
-            "gamma": (lambda x: (x > 0) & (x <= 1), "in (0, 1]"),
-            "tau": (lambda x: (x > 0) & (x <= 1), "in (0, 1]"),
-            "epsilon_start": (lambda x: (x >= 0) & (x <= 1), "in [0, 1]"),
-            "epsilon_end": (lambda x: (x >= 0) & (x <= 1), "in [0, 1]"),
-            "epsilon_decay_fraction": (lambda x: (x > 0) & (x <= 1), "in (0, 1]"),
-            "max_grad_norm": (lambda x: x > 0, "> 0"),
-            "huber_delta": (lambda x: x > 0, "> 0"),
-        }
+        table = DQN_RULES
         if self.epsilon_schedule == "exponential":
-            checks["epsilon_start"] = (lambda x: (x > 0) & (x <= 1), "in (0, 1] for an exponential schedule")
-            checks["epsilon_end"] = (lambda x: (x > 0) & (x <= 1), "in (0, 1] for an exponential schedule")
-        for name, (ok, rule) in checks.items():
-            value = getattr(self, name)
-            if isinstance(value, jax.core.Tracer):
-                continue
-            if not np.all(ok(np.asarray(value, np.float64))):
-                raise ValueError(f"DQNConfig.{name} must be {rule}, got {value!r}")
+            table = {**table, "epsilon_start": EXPONENTIAL_EPSILON, "epsilon_end": EXPONENTIAL_EPSILON}
+        check_choice(self, "loss", LOSSES)
+        check_choice(self, "epsilon_schedule", EPSILON_SCHEDULES)
+        check_bools(self, "double_dqn", "dueling", "anneal_lr")
+        check_config(self, table)
+        check_one_update(self, self.steps_per_update, "num_envs * train_frequency")
+        if self.buffer_rows < self.n_step:
+            raise ValueError(f"buffer_size ({self.buffer_size}) must hold at least n_step = "
+                             f"{self.n_step} steps of all num_envs ({self.num_envs}) envs")
+
+
+DQN_RULES = {
+    **{name: POSITIVE_INT for name in ("num_envs", "total_timesteps", "buffer_size", "batch_size",
+                                       "train_frequency", "gradient_steps",
+                                       "target_update_interval", "n_step", "hidden_size")},
+    "learning_starts": NON_NEGATIVE_INT,
+    "lr": POSITIVE, "gamma": DISCOUNT, "tau": DISCOUNT, "epsilon_start": UNIT_INTERVAL,
+    "epsilon_end": UNIT_INTERVAL, "epsilon_decay_fraction": DISCOUNT, "max_grad_norm": POSITIVE,
+    "huber_delta": POSITIVE}
+EXPONENTIAL_EPSILON = Rule(DISCOUNT.ok, "in (0, 1] for an exponential schedule")
 
 
 def validate_config(config: DQNConfig) -> None:
@@ -167,81 +152,13 @@ def epsilon(config: DQNConfig, env_steps) -> jax.Array:
                             jnp.asarray(config.epsilon_end, jnp.float32), progress)
 
 
-# Pure target functions (rlax style): unbatched, jittable; vmap them over a batch.
-
-def greedy_action(q: jax.Array, slate_size: int = 0) -> jax.Array:
-    """argmax of `q` (..., C) for slate_size 0 (a Discrete action), else the top-k slate, best first."""
-    if slate_size == 0:
-        return jnp.argmax(q, axis=-1).astype(jnp.int32)
-    return jax.lax.top_k(q, slate_size)[1].astype(jnp.int32)
-
-
-def action_value(q: jax.Array, action: jax.Array) -> jax.Array:
-    """Q(s, a) = q[a] for a scalar action; for a slate (k,) the mean of its items' q."""
-    slate = jnp.atleast_1d(action)
-    return jnp.mean(jnp.take_along_axis(q, slate, axis=-1), axis=-1)
-
-
-def td_target(reward, discount, next_q, slate_size: int = 0):
-    """Q-learning target r + discount * max_a' Q(s', a'); for slates the max is the mean of
-    the top-k `next_q`. `discount` is gamma (times 1 - done)."""
-    return reward + discount * action_value(next_q, greedy_action(next_q, slate_size))
-
-
-def double_dqn_target(reward, discount, next_q_online, next_q_target, slate_size: int = 0):
-    """Double DQN (van Hasselt et al. 2016): the online net picks the greedy action (slate)
-    at s', the target net values it."""
-    return reward + discount * action_value(next_q_target, greedy_action(next_q_online, slate_size))
-
-
-def n_step_return(rewards, dones, bootstrap_value, gamma):
-    """sum_j gamma^j r_j + gamma^n V, cut at the first done: rewards and dones are (n,), done_j
-    meaning the episode ended with reward r_j; V is dropped if any step ended the episode."""
-    n = rewards.shape[0]
-    alive = jnp.cumprod(1.0 - jnp.asarray(dones, jnp.float32))  # alive after step j
-    alive_before = jnp.concatenate([jnp.ones(1, jnp.float32), alive[:-1]])
-    discounts = gamma ** jnp.arange(n, dtype=jnp.float32)
-    return jnp.sum(discounts * alive_before * rewards) + gamma**n * alive[-1] * bootstrap_value
-
-
-# Replay buffer: time-major circular buffer of per-step rows (one transition per env).
-
-class ReplayBuffer(NamedTuple):
-    data: Any  # pytree; each leaf (capacity, num_envs, ...)
-    position: jax.Array  # next row to write (int32)
-    size: jax.Array  # rows filled so far, at most capacity (int32)
-
-
-def buffer_init(row, capacity: int) -> ReplayBuffer:
-    """An empty buffer of `capacity` rows shaped like `row` (leaves (num_envs, ...))."""
-    data = jax.tree.map(lambda x: jnp.zeros((capacity,) + x.shape, x.dtype), row)
-    return ReplayBuffer(data, jnp.int32(0), jnp.int32(0))
-
-
-def buffer_add(buffer: ReplayBuffer, row) -> ReplayBuffer:
-    """Write `row` at `position`, overwriting the oldest row once full."""
-    capacity = jax.tree.leaves(buffer.data)[0].shape[0]
-    data = jax.tree.map(lambda d, x: d.at[buffer.position].set(x), buffer.data, row)
-    return ReplayBuffer(data, (buffer.position + 1) % capacity, jnp.minimum(buffer.size + 1, capacity))
-
-
-def buffer_sample(buffer: ReplayBuffer, key, batch_size: int, length: int):
-    """`batch_size` windows of `length` consecutive rows of one env, uniform over the
-    (start row, env) pairs whose window is stored; leaves (batch_size, length, ...).
-    Needs `buffer.size >= length`."""
-    capacity, num_envs = jax.tree.leaves(buffer.data)[0].shape[:2]
-    k_start, k_env = jax.random.split(key)
-    start = jax.random.randint(k_start, (batch_size,), 0, buffer.size - length + 1)
-    env = jax.random.randint(k_env, (batch_size, 1), 0, num_envs)
-    rows = (buffer.position - buffer.size + start[:, None] + jnp.arange(length)) % capacity
-    return jax.tree.map(lambda d: d[rows, env], buffer.data)
-
-
 class Transition(NamedTuple):
     obs: Any  # observation the action was taken in
     action: jax.Array
     reward: jax.Array
-    done: jax.Array  # the step ended the episode (the next row's obs is a reset)
+    terminated: jax.Array  # the MDP ended: no bootstrap
+    done: jax.Array  # terminated or truncated: the window is cut here
+    final_obs: Any  # the step's true next observation (pre-reset where the episode ended)
 
 
 class TrainState(NamedTuple):
@@ -254,11 +171,7 @@ class TrainState(NamedTuple):
 class RunnerState(NamedTuple):
     train_state: TrainState
     buffer: ReplayBuffer
-    env_state: Any  # batched EpisodeStatistics state
-    obs: Any  # batched last observation
-    key: jax.Array
-    update_step: jax.Array  # updates done so far (int32)
-    episode_metrics: dict  # last reported episode means, carried when no episode finishes
+    loop: LoopState  # envs, last observation, key, update count, episode metrics
 
 
 def _action_spec(env, env_params) -> tuple[int, int]:
@@ -270,11 +183,6 @@ def _action_spec(env, env_params) -> tuple[int, int]:
     if isinstance(space, spaces.Discrete):
         return space.n, 0
     raise ValueError(f"DQN here needs a Discrete or Slate action space; {env.name} has {space!r}")
-
-
-def _metric_name(key: str) -> str:
-    """EpisodeStatistics total -> metric name: `episode_return`, `episode_length`, `clicks`, ..."""
-    return f"episode_{key}" if key in ("return", "length") else key
 
 
 def explore(key, q, eps, slate_size: int):
@@ -326,58 +234,47 @@ def make_learner(config: DQNConfig, env, env_params) -> Learner:
     num_actions, slate_size = _action_spec(env, env_params)
     network = make_q_network(env.observation_space(env_params), num_actions, config.hidden_size,
                              config.dueling, config.network)
-    env = EpisodeStatistics(env)
-    num_envs, n = config.num_envs, config.n_step
-    # flatten: one vector for clipping and adam instead of one op per leaf (faster to compile)
-    num_gradient_steps = max(1, config.num_gradient_steps)
-
-    def annealed_lr(count):
-        """Linear decay to 0 over the run's gradient steps."""
-        return config.lr * jnp.maximum(0.0, 1.0 - count / num_gradient_steps)
-
-    lr = annealed_lr if config.anneal_lr else config.lr
-    tx = optax.flatten(optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
-                                   optax.adam(lr)))
-    reset = jax.vmap(env.reset, in_axes=(0, None))
-    step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+    env_loop = make_env_loop(env, env_params, config.num_envs)
+    n = config.n_step
+    tx = make_optimizer(config.lr, config.max_grad_norm, config.anneal_lr,
+                        max(1, config.num_gradient_steps))
 
     def init(key):
-        key, k_net, k_env = jax.random.split(key, 3)
-        obs, env_state = reset(jax.random.split(k_env, num_envs), env_params)
-        params = network.init(k_net, jax.tree.map(lambda x: x[0], obs))
+        k_net, k_loop = jax.random.split(key)
+        loop = env_loop.init(k_loop)
+        params = network.init(k_net, jax.tree.map(lambda x: x[0], loop.obs))
         train_state = TrainState(params, params, tx.init(params), jnp.int32(0))
+        num_envs = config.num_envs
         action = jnp.zeros((num_envs, slate_size) if slate_size else (num_envs,), jnp.int32)
-        row = Transition(obs, action, jnp.zeros(num_envs, jnp.float32), jnp.zeros(num_envs, bool))
-        buffer = buffer_init(row, config.buffer_rows)
-        episode_metrics = {_metric_name(k): jnp.zeros((), jnp.float32) for k in env_state.last}
-        return RunnerState(train_state, buffer, env_state, obs, key, jnp.int32(0), episode_metrics)
+        false = jnp.zeros(num_envs, bool)
+        row = Transition(loop.obs, action, jnp.zeros(num_envs, jnp.float32), false, false, loop.obs)
+        return RunnerState(train_state, buffer_init(row, config.buffer_rows), loop)
 
-    def env_step(carry, _):
-        params, eps, buffer, env_state, obs, key = carry
-        key, k_act, k_env = jax.random.split(key, 3)
-        action = explore(k_act, network.apply(params, obs), eps, slate_size)
-        next_obs, env_state, reward, terminated, truncated, info = step(
-            jax.random.split(k_env, num_envs), env_state, action, env_params)
-        buffer = buffer_add(buffer, Transition(obs, action, reward, terminated | truncated))
-        return (params, eps, buffer, env_state, next_obs, key), (info["episode"], info["episode_done"])
+    def act(carry, key, obs, _):
+        params, eps, buffer = carry
+        action = explore(key, network.apply(params, obs), eps, slate_size)
+        return action, carry, action
+
+    def observe(carry, action, step, _):
+        params, eps, buffer = carry
+        row = Transition(step.obs, action, step.reward, step.terminated, step.done, step.final_obs)
+        return (params, eps, buffer_add(buffer, row)), None
+
+    def window_target(params, target_params, window: Transition):
+        """The n-step target of one window (leaves (n, ...))."""
+        reward, discount = n_step_return(window.reward, window.terminated, window.done,
+                                         config.gamma)
+        final_obs = jax.tree.map(lambda x: x[first_done(window.done)], window.final_obs)
+        next_q_target = network.apply(target_params, final_obs)
+        if config.double_dqn:
+            return double_dqn_target(reward, discount, network.apply(params, final_obs),
+                                     next_q_target, slate_size)
+        return td_target(reward, discount, next_q_target, slate_size)
 
     def loss_fn(params, target_params, window: Transition):
-        first = jax.tree.map(lambda x: x[:, 0], window.obs)
-        last = jax.tree.map(lambda x: x[:, n], window.obs)
-        q = network.apply(params, first)
+        q = network.apply(params, jax.tree.map(lambda x: x[:, 0], window.obs))
         q_taken = jax.vmap(action_value)(q, window.action[:, 0])
-        next_q_target = network.apply(target_params, last)
-        # n-step: discounted reward sum cut at the first done, then gamma^n (or 0) bootstrap
-        reward = jax.vmap(n_step_return, in_axes=(0, 0, None, None))(
-            window.reward[:, :n], window.done[:, :n], 0.0, config.gamma)
-        discount = config.gamma**n * jnp.prod(1.0 - window.done[:, :n], axis=-1)
-        if config.double_dqn:
-            next_q_online = network.apply(params, last)
-            target = jax.vmap(double_dqn_target, in_axes=(0, 0, 0, 0, None))(
-                reward, discount, next_q_online, next_q_target, slate_size)
-        else:
-            target = jax.vmap(td_target, in_axes=(0, 0, 0, None))(reward, discount, next_q_target,
-                                                                  slate_size)
+        target = jax.vmap(window_target, in_axes=(None, None, 0))(params, target_params, window)
         target = jax.lax.stop_gradient(target)
         if config.loss == "huber":
             loss = jnp.mean(optax.huber_loss(q_taken, target, delta=config.huber_delta))
@@ -387,7 +284,7 @@ def make_learner(config: DQNConfig, env, env_params) -> Learner:
 
     def gradient_step(carry, key):
         train_state, buffer = carry
-        window = buffer_sample(buffer, key, config.batch_size, n + 1)
+        window = buffer_sample(buffer, key, config.batch_size, n)
         grads, losses = jax.grad(loss_fn, has_aux=True)(train_state.params,
                                                         train_state.target_params, window)
         updates, opt_state = tx.update(grads, train_state.opt_state, train_state.params)
@@ -409,27 +306,15 @@ def make_learner(config: DQNConfig, env, env_params) -> Learner:
         return train_state, {"loss": zero, "q_mean": zero, "target_mean": zero}
 
     def update(runner: RunnerState):
-        env_steps = runner.update_step * config.steps_per_update
-        eps = epsilon(config, env_steps)
-        (_, _, buffer, env_state, obs, key), (episode, episode_done) = jax.lax.scan(
-            env_step, (runner.train_state.params, eps, runner.buffer, runner.env_state,
-                       runner.obs, runner.key), None, config.train_frequency)
-        key, k_learn = jax.random.split(key)
-        update_step = runner.update_step + 1
-        env_steps = update_step * config.steps_per_update
-        ready = (env_steps >= config.learning_starts) & (buffer.size > n)
+        eps = epsilon(config, runner.loop.update_step * config.steps_per_update)
+        (_, _, buffer), loop, _, episodes = env_loop.collect(
+            act, observe, (runner.train_state.params, eps, runner.buffer), runner.loop,
+            config.train_frequency)
+        key, k_learn = jax.random.split(loop.key)
+        loop, metrics = env_loop.finish(loop._replace(key=key), episodes)
+        ready = (metrics["env_steps"] >= config.learning_starts) & (buffer.size >= n)
         train_state, losses = jax.lax.cond(ready, learn, skip, runner.train_state, buffer, k_learn)
-
-        finished = jnp.sum(episode_done)
-        episode_metrics = {
-            _metric_name(k): jnp.where(
-                finished > 0, jnp.sum(jnp.where(episode_done, v, 0.0)) / jnp.maximum(finished, 1),
-                runner.episode_metrics[_metric_name(k)])
-            for k, v in episode.items()}
-        metrics = {**episode_metrics, **losses, "epsilon": eps,
-                   "episodes_finished": finished.astype(jnp.int32), "env_steps": env_steps}
-        runner = RunnerState(train_state, buffer, env_state, obs, key, update_step, episode_metrics)
-        return runner, metrics
+        return RunnerState(train_state, buffer, loop), {**metrics, **losses, "epsilon": eps}
 
     return Learner(init=init, update=update, num_updates=config.num_updates,
                    steps_per_update=config.steps_per_update)

@@ -1,8 +1,15 @@
-"""The learner contract: `init` a runner state, `update` it once; `train` scans the updates.
+"""The learner contract and the one env loop every learner runs.
 
-Every learner module builds a `Learner`; `make_train` turns it into the one-`lax.scan`
-`train(key) -> (final_state, metrics)` of the design contract, and the CLI runs it in
-chunks (`run_updates`) so that long runs checkpoint and resume between chunks.
+A learner module builds a `Learner`: `init` a runner state, `update` it once; `train_fn`
+turns it into the one-`lax.scan` `train(key) -> (final_state, metrics)` of the design
+contract, and the CLI runs it in chunks (`run_updates`) so long runs checkpoint and resume.
+
+`make_env_loop` is the env side of every learner (PPO, A2C, REINFORCE, DQN, tabular):
+`num_envs` vectorised auto-resetting envs under `EpisodeStatistics`; `collect` steps them
+`num_steps` times with the learner's `act`/`observe` callbacks and hands each step's
+`EnvStep` (with `terminated`, `truncated` and the pre-reset final observation, for the
+truncation rule of `targets`) to `observe`; `finish` turns an update's finished episodes
+into metrics (mean totals, carried over when none finished).
 """
 
 from collections.abc import Callable
@@ -11,7 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-EPSILON_SCHEDULES = ("constant", "linear", "exponential")
+from ecomrl_jax.wrappers import EpisodeStatistics
 
 
 class Learner(NamedTuple):
@@ -35,12 +42,89 @@ def train_fn(learner: Learner) -> Callable[[jax.Array], tuple[Any, dict]]:
     return train
 
 
-def epsilon_schedule(schedule: str, start, end, progress) -> jax.Array:
-    """Exploration rate at `progress` in [0, 1] of its decay (clipped): constant `start`, or
-    `start` to `end` by arithmetic ("linear") or geometric ("exponential") interpolation."""
-    progress = jnp.clip(progress, 0.0, 1.0)
-    if schedule == "linear":
-        return start + (end - start) * progress
-    if schedule == "exponential":
-        return start * (end / start) ** progress
-    return jnp.full_like(progress, start)
+class LoopState(NamedTuple):
+    env_state: Any  # batched EpisodeStatistics state
+    obs: Any  # batched observation to act on next
+    key: jax.Array
+    update_step: jax.Array  # updates done so far (int32)
+    episode_metrics: dict  # last reported episode means, carried when no episode finishes
+
+
+class EnvStep(NamedTuple):
+    """One step of every env, as `observe` sees it (leading axis num_envs)."""
+    obs: Any  # observation the action was taken in
+    reward: jax.Array
+    terminated: jax.Array  # the MDP ended: no bootstrap
+    truncated: jax.Array  # a time limit ended the episode: bootstrap from `final_obs`
+    next_obs: Any  # observation to act on next (a reset one where the episode ended)
+    final_obs: Any  # the step's true next observation (pre-reset where the episode ended)
+
+    @property
+    def done(self) -> jax.Array:
+        """The episode ended (either way): traces are cut here."""
+        return self.terminated | self.truncated
+
+
+class Episodes(NamedTuple):
+    totals: dict  # EpisodeStatistics totals per step and env, valid where `done`
+    done: jax.Array  # (num_steps, num_envs) an episode finished at this step
+
+
+class EnvLoop(NamedTuple):
+    init: Callable  # key -> LoopState
+    collect: Callable  # (act, observe, agent, LoopState, num_steps, xs) -> (agent, LoopState, outs, Episodes)
+    finish: Callable  # (LoopState, Episodes) -> (LoopState, metrics)
+
+
+def metric_name(key: str) -> str:
+    """EpisodeStatistics total -> metric name: `episode_return`, `episode_length`, `clicks`, ..."""
+    return f"episode_{key}" if key in ("return", "length") else key
+
+
+def make_env_loop(env, env_params, num_envs: int) -> EnvLoop:
+    """The env loop of `num_envs` auto-resetting copies of `env` (see the module docstring).
+
+    `collect(act, observe, agent, loop, num_steps, xs=None)` scans `num_steps` steps; per step
+    `act(agent, key, obs, x) -> (action, agent, record)` picks the batched action and
+    `observe(agent, record, EnvStep, x) -> (agent, out)` learns from it; the `out`s come back
+    stacked (num_steps, ...). `finish(loop, episodes)` counts the update and returns its
+    episode metrics with `episodes_finished` and `env_steps` (int32, all envs, so far)."""
+    env = EpisodeStatistics(env)
+    reset = jax.vmap(env.reset, in_axes=(0, None))
+    step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+
+    def init(key) -> LoopState:
+        key, k_env = jax.random.split(key)
+        obs, env_state = reset(jax.random.split(k_env, num_envs), env_params)
+        episode_metrics = {metric_name(k): jnp.zeros((), jnp.float32) for k in env_state.last}
+        return LoopState(env_state, obs, key, jnp.int32(0), episode_metrics)
+
+    def collect(act, observe, agent, loop: LoopState, num_steps: int, xs=None):
+        def body(carry, x):
+            agent, env_state, obs, key = carry
+            key, k_act, k_env = jax.random.split(key, 3)
+            action, agent, record = act(agent, k_act, obs, x)
+            next_obs, env_state, reward, terminated, truncated, info = step(
+                jax.random.split(k_env, num_envs), env_state, action, env_params)
+            agent, out = observe(agent, record, EnvStep(obs, reward, terminated, truncated,
+                                                        next_obs, info["final_observation"]), x)
+            return (agent, env_state, next_obs, key), (out, info["episode"], info["episode_done"])
+
+        (agent, env_state, obs, key), (outs, totals, done) = jax.lax.scan(
+            body, (agent, loop.env_state, loop.obs, loop.key), xs, length=num_steps)
+        return agent, loop._replace(env_state=env_state, obs=obs, key=key), outs, Episodes(totals, done)
+
+    def finish(loop: LoopState, episodes: Episodes):
+        finished = jnp.sum(episodes.done)
+        episode_metrics = {
+            metric_name(k): jnp.where(
+                finished > 0, jnp.sum(jnp.where(episodes.done, v, 0.0)) / jnp.maximum(finished, 1),
+                loop.episode_metrics[metric_name(k)])
+            for k, v in episodes.totals.items()}
+        update_step = loop.update_step + 1
+        steps_per_update = episodes.done.size
+        metrics = {**episode_metrics, "episodes_finished": finished.astype(jnp.int32),
+                   "env_steps": update_step * steps_per_update}
+        return loop._replace(update_step=update_step, episode_metrics=episode_metrics), metrics
+
+    return EnvLoop(init, collect, finish)

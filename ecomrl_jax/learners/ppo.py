@@ -9,8 +9,8 @@ env, env_params)(key)` runs it in one jit. Traceable hyperparameters are pytree 
 
 Policies are categorical, Plackett-Luce over slates, or Gaussian for a float Box (see
 `distributions`); the env loop, GAE and the policy of trained weights are shared with A2C and
-REINFORCE (`rollout`). Truncated episodes are treated as terminal: exact when the observation
-carries the time, as ShopperRec's does; a small bias where it does not (Pendulum's time limit).
+REINFORCE (`actor_critic`). A time limit is not a termination: GAE bootstraps a truncated
+episode from the value of its final observation (`targets.gae`).
 """
 
 import jax
@@ -18,11 +18,14 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from ecomrl_jax.learners.actor_critic import (  # noqa: F401 (make_policy, network_params: the CLI's interface)
+    RunnerState, TrainState, advantages_and_targets, make_policy, make_rollout, network_params)
+from ecomrl_jax.learners.config import (RolloutSizes, check_bools, check_config, check_one_update,
+                                        make_optimizer)
 from ecomrl_jax.learners.distributions import log_prob_entropy
 from ecomrl_jax.learners.loop import Learner, train_fn
-from ecomrl_jax.learners.actor_critic import (  # noqa: F401 (make_policy, network_params: the CLI's interface)
-    DISCOUNT, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, RolloutSizes, RunnerState, TrainState,
-    check_config, gae, make_optimizer, make_policy, make_rollout, network_params)
+from ecomrl_jax.rules import (DISCOUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INT,
+                              UNIT_INTERVAL)
 
 
 @struct.dataclass
@@ -47,14 +50,18 @@ class PPOConfig(RolloutSizes):
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field; traced (vmapped) values are skipped."""
-        check_config(self, ("num_envs", "num_steps", "total_timesteps", "update_epochs",
-                            "num_minibatches", "hidden_size"),
-                     {"lr": POSITIVE, "gamma": DISCOUNT, "gae_lambda": UNIT_INTERVAL,
-                      "clip_eps": POSITIVE, "ent_coef": NON_NEGATIVE, "vf_coef": NON_NEGATIVE,
-                      "max_grad_norm": POSITIVE})
+        check_config(self, PPO_RULES)
+        check_bools(self, "anneal_lr")
+        check_one_update(self, self.batch_size, "num_envs * num_steps")
         if self.batch_size % self.num_minibatches:
             raise ValueError(f"num_envs * num_steps ({self.batch_size}) must be divisible by "
                              f"num_minibatches ({self.num_minibatches})")
+
+
+PPO_RULES = {**{name: POSITIVE_INT for name in ("num_envs", "num_steps", "total_timesteps",
+                                                 "update_epochs", "num_minibatches", "hidden_size")},
+             "lr": POSITIVE, "gamma": DISCOUNT, "gae_lambda": UNIT_INTERVAL, "clip_eps": POSITIVE,
+             "ent_coef": NON_NEGATIVE, "vf_coef": NON_NEGATIVE, "max_grad_norm": POSITIVE}
 
 
 def validate_config(config: PPOConfig) -> None:
@@ -69,7 +76,8 @@ def make_learner(config: PPOConfig, env, env_params, init_network_params=None) -
     rollout = make_rollout(env, env_params, "PPO", config.hidden_size, config.num_envs,
                            config.num_steps, config.network)
     minibatch_size = config.batch_size // config.num_minibatches
-    tx = make_optimizer(config, config.num_updates, config.num_minibatches * config.update_epochs)
+    tx = make_optimizer(config.lr, config.max_grad_norm, config.anneal_lr, config.num_updates,
+                        config.num_minibatches * config.update_epochs)
 
     def loss_fn(params, batch, advantages, targets):
         dist, value = rollout.network.apply(params, batch.obs)
@@ -102,13 +110,14 @@ def make_learner(config: PPOConfig, env, env_params, init_network_params=None) -
         return (train_state, key, data), losses
 
     def update(runner: RunnerState):
-        runner, transitions, last_value, episodes = rollout.collect(runner)
-        advantages, targets = gae(transitions, last_value, config.gamma, config.gae_lambda)
+        runner, transitions, episodes = rollout.collect(runner)
+        advantages, targets = advantages_and_targets(transitions, config.gamma, config.gae_lambda)
         data = jax.tree.map(lambda x: x.reshape((config.batch_size,) + x.shape[2:]),
                             (transitions, advantages, targets))
         (train_state, key, _), losses = jax.lax.scan(
-            epoch, (runner.train_state, runner.key, data), None, config.update_epochs)
-        return rollout.finish(runner._replace(train_state=train_state, key=key), episodes, losses)
+            epoch, (runner.train_state, runner.loop.key, data), None, config.update_epochs)
+        runner = runner._replace(train_state=train_state, loop=runner.loop._replace(key=key))
+        return rollout.finish(runner, episodes, losses)
 
     return Learner(init=lambda key: rollout.init(key, tx, init_network_params), update=update,
                    num_updates=config.num_updates, steps_per_update=config.batch_size)

@@ -1,9 +1,8 @@
-"""Pre-training a transformer actor-critic on logged ShopperRec trajectories, for RL fine-tuning.
+"""Pre-training a transformer actor-critic on logged trajectories, for RL fine-tuning.
 
-`collect_logs` rolls out a logging (behaviour) policy, e.g. `epsilon_policy` around the myopic
-oracle, in `num_envs` vmapped envs for `num_steps` scanned steps and keeps each step's
-observation, shown action and clicked candidate slot. `make_pretrain(config, env,
-env_params)(key, logs)` then trains the actor by behaviour cloning (negative log-likelihood of
+The logs are `Logs`: each step's observation, shown action and clicked candidate slot (for
+ShopperRec-v0, `envs.recommendation.logs.collect_logs` writes them from a behaviour policy).
+`make_pretrain(config, env, env_params)(key, logs)` then trains the actor by behaviour cloning (negative log-likelihood of
 the logged action under the policy logits) plus a next-click auxiliary (cross-entropy over
 candidates of the clicked slot, on steps with a click, from a linear head on the network's
 candidate tokens), in one `lax.scan` over shuffled minibatches. It returns network params that
@@ -16,14 +15,14 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
 
+from ecomrl_jax.learners.actor_critic import make_network
+from ecomrl_jax.learners.config import check_config, make_optimizer
 from ecomrl_jax.learners.distributions import log_prob_entropy
-from ecomrl_jax.learners.actor_critic import NON_NEGATIVE, POSITIVE, make_network
-from ecomrl_jax.envs.recommendation.shopper_rec import ShopperRec
 from ecomrl_jax.learners.networks import NETWORKS
+from ecomrl_jax.rules import NON_NEGATIVE, POSITIVE, POSITIVE_INT
 
 
 class Logs(NamedTuple):
@@ -47,63 +46,14 @@ class PretrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field; traced values are skipped."""
-        for name in ("batch_size", "num_epochs", "hidden_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"PretrainConfig.{name} must be a positive int, got {value!r}")
         if self.network not in NETWORKS[1:]:
             raise ValueError(f"PretrainConfig.network must be a transformer, one of "
                              f"{list(NETWORKS[1:])}, got {self.network!r}")
-        for name, (ok, rule) in {"lr": POSITIVE, "click_coef": NON_NEGATIVE,
-                                 "max_grad_norm": POSITIVE}.items():
-            value = getattr(self, name)
-            if isinstance(value, jax.core.Tracer):
-                continue
-            if not np.all(ok(np.asarray(value, np.float64))):
-                raise ValueError(f"PretrainConfig.{name} must be {rule}, got {value!r}")
+        check_config(self, PRETRAIN_RULES)
 
 
-def epsilon_policy(policy_fn, env, env_params, epsilon: float):
-    """`policy_fn`'s action, or with probability `epsilon` a uniformly random one: logs whose
-    actions vary around a good policy, as a deployed recommender's exploration gives."""
-    space = env.action_space(env_params)
-
-    def noisy_fn(key, obs, env_state, params):
-        k_coin, k_random, k_policy = jax.random.split(key, 3)
-        action = policy_fn(k_policy, obs, env_state, params)
-        return jnp.where(jax.random.uniform(k_coin) < epsilon, space.sample(k_random), action)
-
-    return noisy_fn
-
-
-def collect_logs(env, env_params, policy_fn, key, num_envs: int, num_steps: int) -> Logs:
-    """`num_steps` steps of `num_envs` auto-resetting ShopperRec envs under `policy_fn(key, obs,
-    env_state, env_params)`, flattened to `num_steps * num_envs` logged steps. The clicked
-    slot is the shown slot whose item heads the next state's history; on a step that ends the
-    episode the history is reset, so such clicks are left out (`clicked` 0)."""
-    if not isinstance(env, ShopperRec):
-        raise ValueError(f"collect_logs needs an unwrapped ShopperRec env, got {type(env).__name__}")
-
-    def env_step(key, obs, state):
-        k_act, k_step = jax.random.split(key)
-        action = policy_fn(k_act, obs, state, env_params)
-        next_obs, next_state, _, terminated, truncated, info = env.step(k_step, state, action,
-                                                                          env_params)
-        slots = jnp.atleast_1d(action)
-        click_slot = slots[jnp.argmax(state.candidates[slots] == next_state.history_items[0])]
-        clicked = (info["clicks"] > 0) & ~(terminated | truncated)
-        log = Logs(obs, action.astype(jnp.int32), jnp.where(clicked, click_slot, 0),
-                   clicked.astype(jnp.float32))
-        return next_obs, next_state, log
-
-    def body(carry, key):
-        obs, state, log = jax.vmap(env_step)(jax.random.split(key, num_envs), *carry)
-        return (obs, state), log
-
-    k_reset, k_run = jax.random.split(key)
-    carry = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, num_envs), env_params)
-    _, logs = jax.lax.scan(body, carry, jax.random.split(k_run, num_steps))
-    return jax.tree.map(lambda x: x.reshape((num_steps * num_envs,) + x.shape[2:]), logs)
+PRETRAIN_RULES = {"batch_size": POSITIVE_INT, "num_epochs": POSITIVE_INT, "hidden_size": POSITIVE_INT,
+                  "lr": POSITIVE, "click_coef": NON_NEGATIVE, "max_grad_norm": POSITIVE}
 
 
 def make_pretrain(config: PretrainConfig, env, env_params):
@@ -114,7 +64,7 @@ def make_pretrain(config: PretrainConfig, env, env_params):
     config.validate()
     network, _ = make_network(env, env_params, config.hidden_size, "pre-training", config.network)
     click_head = nn.Dense(1)
-    tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.lr))
+    tx = make_optimizer(config.lr, config.max_grad_norm)
 
     def losses(params, batch: Logs):
         (logits, _), state = network.apply(params["network"], batch.obs, mutable=["intermediates"])

@@ -7,10 +7,11 @@ within that rollout, restarting at every episode end. An episode still running w
 rollout ends has an unfinished return: only there is it bootstrapped with the baseline value
 of the last state (without it the returns near the rollout end would be cut short). Keep
 `num_steps` at or above the env's episode length (ShopperRec-v0: at most 50 steps) so most
-returns are pure Monte Carlo. This is GAE with lambda 1 (`rollout.gae`); advantages are
-normalised over the batch; one gradient step per rollout (Adam, global-norm clipping), with
-an optional entropy bonus. Policies, env loop and metrics are PPO's (`distributions`,
-`rollout`); truncated episodes count as terminal, as in PPO.
+returns are pure Monte Carlo. A time limit is not a termination: an episode truncated inside
+the rollout is bootstrapped with the baseline value of its final observation. This is GAE
+with lambda 1 (`targets.gae`); advantages are normalised over the batch; one gradient step per
+rollout (Adam, global-norm clipping), with an optional entropy bonus. Policies, env loop and
+metrics are PPO's (`distributions`, `actor_critic`).
 """
 
 import jax
@@ -18,11 +19,13 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from ecomrl_jax.learners.actor_critic import (  # noqa: F401 (make_policy, network_params: the CLI's interface)
+    RunnerState, TrainState, advantages_and_targets, make_policy, make_rollout, network_params)
+from ecomrl_jax.learners.config import (RolloutSizes, check_bools, check_config, check_one_update,
+                                        make_optimizer)
 from ecomrl_jax.learners.distributions import log_prob_entropy
 from ecomrl_jax.learners.loop import Learner, train_fn
-from ecomrl_jax.learners.actor_critic import (  # noqa: F401 (make_policy, network_params: the CLI's interface)
-    DISCOUNT, NON_NEGATIVE, POSITIVE, RolloutSizes, RunnerState, TrainState, check_config, gae,
-    make_optimizer, make_policy, make_rollout, network_params)
+from ecomrl_jax.rules import DISCOUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INT
 
 
 @struct.dataclass
@@ -42,9 +45,15 @@ class REINFORCEConfig(RolloutSizes):
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field; traced (vmapped) values are skipped."""
-        check_config(self, ("num_envs", "num_steps", "total_timesteps", "hidden_size"),
-                     {"lr": POSITIVE, "gamma": DISCOUNT, "ent_coef": NON_NEGATIVE,
-                      "vf_coef": NON_NEGATIVE, "max_grad_norm": POSITIVE})
+        check_config(self, REINFORCE_RULES)
+        check_bools(self, "anneal_lr")
+        check_one_update(self, self.batch_size, "num_envs * num_steps")
+
+
+REINFORCE_RULES = {
+    **{name: POSITIVE_INT for name in ("num_envs", "num_steps", "total_timesteps", "hidden_size")},
+    "lr": POSITIVE, "gamma": DISCOUNT, "ent_coef": NON_NEGATIVE,
+    "vf_coef": NON_NEGATIVE, "max_grad_norm": POSITIVE}
 
 
 def make_learner(config: REINFORCEConfig, env, env_params) -> Learner:
@@ -52,7 +61,7 @@ def make_learner(config: REINFORCEConfig, env, env_params) -> Learner:
     config.validate()
     rollout = make_rollout(env, env_params, "REINFORCE", config.hidden_size, config.num_envs,
                            config.num_steps)
-    tx = make_optimizer(config, config.num_updates)
+    tx = make_optimizer(config.lr, config.max_grad_norm, config.anneal_lr, config.num_updates)
 
     def loss_fn(params, transitions, returns):
         dist, baseline = rollout.network.apply(params, transitions.obs)
@@ -67,8 +76,8 @@ def make_learner(config: REINFORCEConfig, env, env_params) -> Learner:
                        "entropy": entropy}
 
     def update(runner: RunnerState):
-        runner, transitions, last_value, episodes = rollout.collect(runner)
-        _, returns = gae(transitions, last_value, config.gamma, 1.0)  # Monte Carlo returns-to-go
+        runner, transitions, episodes = rollout.collect(runner)
+        _, returns = advantages_and_targets(transitions, config.gamma, 1.0)  # returns-to-go
         params, opt_state = runner.train_state
         grads, losses = jax.grad(loss_fn, has_aux=True)(params, transitions, returns)
         updates, opt_state = tx.update(grads, opt_state, params)

@@ -42,9 +42,9 @@ def tiny_run(fixed_length):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (dict(num_envs=0), "A2CConfig.num_envs must be a positive int"),
-    (dict(num_steps=2.5), "num_steps must be a positive int"),
-    (dict(hidden_size=True), "hidden_size must be a positive int"),
+    (dict(num_envs=0), "A2CConfig.num_envs must be an int >= 1"),
+    (dict(num_steps=2.5), "num_steps must be an int >= 1"),
+    (dict(hidden_size=True), "hidden_size must be an int >= 1"),
     (dict(total_timesteps=100), "less than one update"),
     (dict(lr=0.0), "lr must be > 0"),
     (dict(gamma=1.5), r"gamma must be in \(0, 1\]"),
@@ -80,7 +80,7 @@ def test_metrics_shapes_dtypes_and_finite(tiny_run):
     np.testing.assert_array_equal(metrics["env_steps"], config.batch_size * np.arange(1, 5))
     np.testing.assert_array_equal(metrics["episodes_finished"], [0, 8, 8, 0])
     np.testing.assert_array_equal(metrics["episode_length"], [0.0, 24.0, 24.0, 24.0])
-    assert int(state.update_step) == config.num_updates
+    assert int(state.loop.update_step) == config.num_updates
     assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(a2c.network_params(state)))
 
 

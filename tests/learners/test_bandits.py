@@ -341,5 +341,5 @@ def test_bad_config_is_refused(algo, match):
 def test_bad_num_rounds_is_refused():
     env, params = _env("BernoulliBandit-v0")
     for bad in (0, 2.5, True):
-        with pytest.raises(ValueError, match="num_rounds must be a positive int"):
+        with pytest.raises(ValueError, match="num_rounds must be an int >= 1"):
             make_run(UCB1(), env, params, bad)

@@ -52,8 +52,8 @@ def tiny_run(fixed_length):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (dict(num_envs=0), "num_envs must be a positive int"),
-    (dict(num_steps=2.5), "num_steps must be a positive int"),
+    (dict(num_envs=0), "num_envs must be an int >= 1"),
+    (dict(num_steps=2.5), "num_steps must be an int >= 1"),
     (dict(num_envs=3, num_steps=5, num_minibatches=2), r"\(15\) must be divisible by num_minibatches \(2\)"),
     (dict(total_timesteps=100), "less than one update"),
     (dict(gamma=0.0), r"gamma must be in \(0, 1\]"),
@@ -102,7 +102,7 @@ def test_metrics_shapes_dtypes_and_finite(tiny_run):
         expected = jnp.int32 if name in ("episodes_finished", "env_steps") else jnp.float32
         assert value.dtype == expected, name
     np.testing.assert_array_equal(metrics["env_steps"], config.batch_size * np.arange(1, 5))
-    assert int(state.update_step) == num_updates
+    assert int(state.loop.update_step) == num_updates
     assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(ppo.network_params(state)))
 
 
@@ -143,7 +143,7 @@ def test_vmap_over_seeds_on_a_box_observation_env():
     assert all(v.shape == (2, config.num_updates) for v in metrics.values())
     assert all(np.all(np.isfinite(v)) for v in metrics.values())
     assert metrics["episode_return"].dtype == jnp.float32 and metrics["env_steps"].dtype == jnp.int32
-    assert state.update_step.shape == (2,)
+    assert state.loop.update_step.shape == (2,)
     assert not np.array_equal(metrics["loss_total"][0], metrics["loss_total"][1])
 
 

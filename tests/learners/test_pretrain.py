@@ -1,5 +1,6 @@
-"""Pre-training on logged trajectories (ecomrl_jax/learners/pretrain.py) and the transformer torso
-of PPO and A2C, including RL fine-tuning from pre-trained params.
+"""Pre-training on logged trajectories (ecomrl_jax/learners/pretrain.py; ShopperRec logs from
+ecomrl_jax/envs/recommendation/logs.py) and the transformer torso of PPO and A2C, including RL
+fine-tuning from pre-trained params.
 
 Compiled with XLA's backend optimisation off where runs are tiny (`quick_jit`, as in test_ppo);
 the behaviour-cloning accuracy check trains longer and is marked slow.
@@ -12,6 +13,7 @@ import pytest
 
 import ecomrl_jax
 from ecomrl_jax.learners import a2c, ppo, pretrain
+from ecomrl_jax.envs.recommendation import logs as shopper_logs
 from ecomrl_jax.envs.recommendation.policies import myopic_oracle
 from ecomrl_jax.learners.actor_critic import make_network
 from tests.helpers import quick_jit
@@ -26,8 +28,8 @@ def rec():
 
 
 def _logs(env, params, key, epsilon, num_envs, num_steps):
-    policy = pretrain.epsilon_policy(myopic_oracle(env, params), env, params, epsilon)
-    return jax.jit(lambda k: pretrain.collect_logs(env, params, policy, k, num_envs, num_steps))(key)
+    policy = shopper_logs.epsilon_policy(myopic_oracle(env, params), env, params, epsilon)
+    return jax.jit(lambda k: shopper_logs.collect_logs(env, params, policy, k, num_envs, num_steps))(key)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +72,7 @@ def test_epsilon_policy_mixes_random_and_oracle_actions(rec):
     oracle = myopic_oracle(env, params)
     best = int(oracle(jax.random.key(0), obs, state, params))
     keys = jax.random.split(jax.random.key(1), 1000)
-    share_best = jax.jit(lambda eps: jnp.mean(jax.vmap(lambda k: pretrain.epsilon_policy(
+    share_best = jax.jit(lambda eps: jnp.mean(jax.vmap(lambda k: shopper_logs.epsilon_policy(
         oracle, env, params, eps)(k, obs, state, params))(keys) == best))
     for epsilon, expected in ((0.0, 1.0), (0.3, 0.73), (1.0, 0.1)):
         assert abs(float(share_best(epsilon)) - expected) < 0.05, epsilon
@@ -79,11 +81,11 @@ def test_epsilon_policy_mixes_random_and_oracle_actions(rec):
 def test_collect_logs_refuses_other_envs():
     env, params = ecomrl_jax.make("ToyRec-v0")
     with pytest.raises(ValueError, match="needs an unwrapped ShopperRec env"):
-        pretrain.collect_logs(env, params, lambda *a: 0, jax.random.key(0), 2, 2)
+        shopper_logs.collect_logs(env, params, lambda *a: 0, jax.random.key(0), 2, 2)
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (dict(batch_size=0), "batch_size must be a positive int"),
+    (dict(batch_size=0), "batch_size must be an int >= 1"),
     (dict(network="default"), "network must be a transformer"),
     (dict(lr=0.0), "lr must be > 0"),
     (dict(click_coef=-1.0), "click_coef must be >= 0"),

@@ -16,6 +16,7 @@ import pytest
 from gymnax.environments import spaces
 
 import ecomrl_jax
+from ecomrl_jax import mdp
 from ecomrl_jax.learners import tabular
 from ecomrl_jax.learners.loop import run_updates
 from ecomrl_jax.envs.recommendation.toy_rec import ToyRec
@@ -54,7 +55,7 @@ def _model(env, params, dense: bool):
 def small_model(small):
     """Dense P, R, Q* (value iteration) and the reset distribution of the small ToyRec."""
     P, R, d0 = _model(*small, dense=True)
-    return P, R, tabular.value_iteration(P, R, GAMMA, tol=1e-6), d0
+    return P, R, mdp.value_iteration(P, R, GAMMA, tol=1e-6), d0
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def toyrec_model():
     """ToyRec-v0, its params, sparse model, R and Q*."""
     env, params = ecomrl_jax.make("ToyRec-v0")
     model, R, _ = _model(env, params, dense=False)
-    return env, params, model, R, tabular.value_iteration(model, R, GAMMA, tol=1e-6)
+    return env, params, model, R, mdp.value_iteration(model, R, GAMMA, tol=1e-6)
 
 
 def _grid_run(config_cls, spec, env, params):
@@ -87,15 +88,15 @@ def sarsa_run(small):
 def _greedy_value(model, q_table):
     """Exact discounted value, from the reset distribution, of the greedy policy of `q_table`."""
     P, R, _, d0 = model
-    return float(d0 @ tabular.policy_value(P, R, GAMMA, jnp.argmax(q_table, -1)))
+    return float(d0 @ mdp.policy_value(P, R, GAMMA, jnp.argmax(q_table, -1)))
 
 
 # --------------------------------------------------------------------------- config and env checks
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (dict(num_envs=0), "num_envs must be a positive int"),
-    (dict(num_steps=2.5), "num_steps must be a positive int"),
+    (dict(num_envs=0), "num_envs must be an int >= 1"),
+    (dict(num_steps=2.5), "num_steps must be an int >= 1"),
     (dict(total_timesteps=10), r"total_timesteps \(10\) is less than one update"),
     (dict(alpha=0.0), r"alpha must be in \(0, 1\]"),
     (dict(alpha=1.5), r"alpha must be in \(0, 1\]"),
@@ -191,36 +192,26 @@ def test_value_iteration_satisfies_bellman_optimality(toyrec_model, small, small
     small env. Q* is a fixed point, dominates every policy tried, and planning beats the
     myopic policy (recommend the likeliest purchase now)."""
     env, params, model, R, q = toyrec_model
-    residual = q - (R + GAMMA * tabular.expected_next(model, q.max(-1)))
+    residual = q - (R + GAMMA * mdp.expected_next(model, q.max(-1)))
     assert float(jnp.abs(residual).max()) < 1e-6
     v_star = q.max(-1)
-    np.testing.assert_allclose(tabular.policy_value(model, R, GAMMA, q.argmax(-1)), v_star,
+    np.testing.assert_allclose(mdp.policy_value(model, R, GAMMA, q.argmax(-1)), v_star,
                                atol=2e-5)
     starts = np.flatnonzero(np.asarray(env.initial_state_distribution(params)))
     assert len(starts) == env.num_users
     rng = np.random.default_rng(0)
     for policy in [R.argmax(-1), *rng.integers(0, env.num_actions, (5, env.num_states))]:
-        v = tabular.policy_value(model, R, GAMMA, jnp.asarray(policy))
+        v = mdp.policy_value(model, R, GAMMA, jnp.asarray(policy))
         assert float((v - v_star).max()) < 2e-5
-    myopic = tabular.policy_value(model, R, GAMMA, R.argmax(-1))
+    myopic = mdp.policy_value(model, R, GAMMA, R.argmax(-1))
     assert float((v_star - myopic)[starts].mean()) > 0.1  # measured 0.16 (J* 2.23)
 
     P, R_small, q_dense, _ = small_model
     sparse, _, _ = _model(*small, dense=False)
-    np.testing.assert_allclose(tabular.value_iteration(sparse, R_small, GAMMA, tol=1e-6), q_dense,
+    np.testing.assert_allclose(mdp.value_iteration(sparse, R_small, GAMMA, tol=1e-6), q_dense,
                                atol=2e-6)
     with pytest.raises(ValueError, match=r"gamma must be in \[0, 1\)"):
-        tabular.value_iteration(P, R_small, 1.0)
-
-
-def test_expected_visits_match_a_hand_chain():
-    """Two states, one action: s0 -> s1 w.p. 0.5, s1 absorbing; 3 steps from s0."""
-    P = jnp.array([[[0.5, 0.5]], [[0.0, 1.0]]])
-    visits = tabular.expected_visits(P, jnp.array([1.0, 0.0]), jnp.ones((2, 1)), 3)
-    np.testing.assert_allclose(visits[:, 0], [1 + 0.5 + 0.25, 0.5 + 0.75], rtol=1e-6)
-    sparse = (jnp.array([[[0, 1]], [[1, 1]]]), jnp.array([[[0.5, 0.5]], [[0.5, 0.5]]]))
-    np.testing.assert_allclose(tabular.expected_visits(sparse, jnp.array([1.0, 0.0]),
-                                                       jnp.ones((2, 1)), 3), visits, rtol=1e-6)
+        mdp.value_iteration(P, R_small, 1.0)
 
 
 # --------------------------------------------------------------------------- runs
@@ -272,7 +263,7 @@ def test_q_learning_approaches_optimal_q(small_model, ql_run):
     for i in (0, 1):
         q = state.q_table[i]
         behaviour = tabular.epsilon_greedy_probs(q, configs[i].epsilon)
-        visits = tabular.expected_visits(P, d0, behaviour, SMALL["max_steps_in_episode"])
+        visits = mdp.expected_visits(P, d0, behaviour, SMALL["max_steps_in_episode"])
         visited = visits >= VISITED
         assert visited.sum() > 20
         error = jnp.abs(q - q_star)
@@ -286,7 +277,7 @@ def test_sarsa_converges_to_near_optimal_return(small_model, sarsa_run):
     P, R, q_star, d0 = small_model
     _, _, (state, metrics) = sarsa_run
     j_star = float(d0 @ q_star.max(-1))
-    j_item0 = float(d0 @ tabular.policy_value(P, R, GAMMA, jnp.zeros(R.shape[0], jnp.int32)))
+    j_item0 = float(d0 @ mdp.policy_value(P, R, GAMMA, jnp.zeros(R.shape[0], jnp.int32)))
     assert j_item0 < j_star - 0.2
     for i in (0, 1):
         assert _greedy_value(small_model, state.q_table[i]) >= j_star - 0.02
@@ -363,12 +354,12 @@ def test_q_learning_approaches_optimal_q_on_toyrec_v0(toyrec_model):
     starts = np.flatnonzero(np.asarray(d0))
     for q in state.q_table:
         behaviour = tabular.epsilon_greedy_probs(q, config.epsilon)
-        visited = tabular.expected_visits(model, d0, behaviour, int(params.max_steps_in_episode))
+        visited = mdp.expected_visits(model, d0, behaviour, int(params.max_steps_in_episode))
         visited = visited >= 0.05
         assert visited.sum() > 50
         assert float(jnp.abs(q - q_star)[visited].max()) <= 0.25
         greedy = q.argmax(-1)
-        j = float(d0 @ tabular.policy_value(model, R, GAMMA, greedy))
+        j = float(d0 @ mdp.policy_value(model, R, GAMMA, greedy))
         assert j >= 0.95 * float(d0 @ v_star)
         gap = v_star[starts] - q_star[starts, greedy[starts]]
         assert float(gap.max()) <= 0.05
@@ -393,7 +384,7 @@ def test_sarsa_near_optimal_return_on_toyrec_v0(toyrec_model):
     optimal = evaluate(env, params, tabular.make_policy(config, env, q_star, deterministic=True),
                        jax.random.key(1), 2000)["return"].mean()
     for q in state.q_table:
-        assert float(d0 @ tabular.policy_value(model, R, GAMMA, q.argmax(-1))) >= 0.95 * j_star
+        assert float(d0 @ mdp.policy_value(model, R, GAMMA, q.argmax(-1))) >= 0.95 * j_star
         policy = tabular.make_policy(config, env, q, deterministic=True)
         learned = evaluate(env, params, policy, jax.random.key(1), 2000)["return"].mean()
         assert learned >= 0.95 * optimal, (learned, optimal)
