@@ -1,4 +1,4 @@
-"""Training metrics to CSV, JSON Lines and TensorBoard; learning-curve plots; a text progress line.
+"""Training metrics to CSV, JSON Lines and TensorBoard; learning-curve plots; progress of chunked runs.
 
 Metrics come from `run_updates` as a dict of arrays indexed by update: shape `(num_updates,)` for
 one run, `(num_seeds, num_updates)` for a run vmapped over seeds. Files hold one row per seed and

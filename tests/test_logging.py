@@ -140,3 +140,17 @@ def test_chunk_sizes_give_one_size_and_at_most_one_shorter_last():
         sizes = list(chunk_sizes(total))
         assert sum(sizes) == total and len(set(sizes[:-1])) <= 1 and sizes[-1] <= sizes[0]
         assert len(sizes) <= PROGRESS_CHUNKS
+
+
+def test_progress_bar_redraws_one_line_on_a_terminal():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    bar = ProgressBar(3, stream=stream)
+    for done in (1, 2, 3):
+        bar.update(done)
+    text = stream.getvalue()
+    assert text.count("\r") == 3 and text.endswith("\n") and text.count("\n") == 1
+    assert "1/3 updates" in text and "3/3 updates" in text
