@@ -15,13 +15,11 @@ import platform
 import time
 from pathlib import Path
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+import jax
+import numpy as np
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-import ecomrl_jax  # noqa: E402
-from ecomrl_jax.cli import ALGOS  # noqa: E402
+import ecomrl_jax  # sets the XLA CPU flag before jax starts (ecomrl_jax/xla.py)
+from ecomrl_jax.cli import ALGOS
 
 TABULAR_ENV = "ToyRec-v0"
 

@@ -1,13 +1,17 @@
 """ecomrl_jax: JAX reinforcement learning for e-commerce."""
 
-from ecomrl_jax.envs.ads import AdBidding
-from ecomrl_jax.envs.bandits import (BernoulliBandit, ContextualLinearBandit, GaussianBandit,
-                                     PricingBandit)
-from ecomrl_jax.envs.crm import CouponCRM
-from ecomrl_jax.envs.inventory import Inventory, SupplyChain
-from ecomrl_jax.envs.pricing import DynamicPricing
-from ecomrl_jax.envs.recommendation import ShopperRec, ToyRec
-from ecomrl_jax.registry import list_envs, make, register
+from ecomrl_jax.xla import add_cpu_flags
+
+add_cpu_flags()  # first: importing gymnax below starts jax's backend, which reads XLA_FLAGS once
+
+from ecomrl_jax.envs.ads import AdBidding  # noqa: E402
+from ecomrl_jax.envs.bandits import (  # noqa: E402
+    BernoulliBandit, ContextualLinearBandit, GaussianBandit, PricingBandit)
+from ecomrl_jax.envs.crm import CouponCRM  # noqa: E402
+from ecomrl_jax.envs.inventory import Inventory, SupplyChain  # noqa: E402
+from ecomrl_jax.envs.pricing import DynamicPricing  # noqa: E402
+from ecomrl_jax.envs.recommendation import ShopperRec, ToyRec  # noqa: E402
+from ecomrl_jax.registry import list_envs, make, register  # noqa: E402
 
 __version__ = "0.1.0"
 

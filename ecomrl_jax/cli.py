@@ -3,21 +3,18 @@
 import argparse
 import dataclasses
 import json
-import os
 import sys
+from functools import partial
 from pathlib import Path
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+import jax
+import numpy as np
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-import ecomrl_jax  # noqa: E402
-from benchmarks import env_throughput  # noqa: E402
-from ecomrl_jax import checkpoint, evaluation, sweep  # noqa: E402
-from ecomrl_jax.learners import LEARNERS as ALGOS  # noqa: E402
-from ecomrl_jax.learners.loop import run_updates  # noqa: E402
-from ecomrl_jax.logging import MetricsWriter, ProgressBar, plot_learning_curve  # noqa: E402
+import ecomrl_jax
+from ecomrl_jax import benchmark, checkpoint, evaluation, sweep
+from ecomrl_jax.learners import LEARNERS as ALGOS
+from ecomrl_jax.learners.loop import run_updates
+from ecomrl_jax.logging import MetricsWriter, ProgressBar, chunk_sizes, plot_learning_curve
 
 RUN_FILE = "run.json"
 
@@ -99,22 +96,21 @@ def cmd_train(args) -> None:
     if args.resume and checkpoint.latest_step(out / "checkpoints") is not None:
         state, _, done_updates = checkpoint.restore(out / "checkpoints", state)
         print(f"resuming {out} after {done_updates} of {learner.num_updates} updates")
-    chunk = -(-learner.num_updates // run["checkpoints"])
+    every = -(-learner.num_updates // run["checkpoints"])  # updates between checkpoints
+    sizes = list(chunk_sizes(learner.num_updates, done_updates))
+    compiled = {n: jax.jit(jax.vmap(partial(run_updates, learner, num_updates=n))).lower(state).compile()
+                for n in set(sizes)}  # at most two chunk sizes
     writer = MetricsWriter(out)
-    progress = ProgressBar(learner.num_updates * learner.steps_per_update,
-                           initial_env_steps=done_updates * learner.steps_per_update,
-                           num_seeds=run["seeds"])
-    compiled = {}
-    while done_updates < learner.num_updates:
-        n = min(chunk, learner.num_updates - done_updates)
-        if n not in compiled:
-            compiled[n] = jax.jit(jax.vmap(lambda s, n=n: run_updates(learner, s, n)))
+    progress = ProgressBar(learner.num_updates, learner.steps_per_update, run["seeds"],
+                           initial=done_updates, quiet=args.quiet)
+    for n in sizes:
         state, metrics = compiled[n](state)
         metrics = jax.device_get(metrics)
         writer.write(metrics, first_update=done_updates)
-        done_updates += n
-        checkpoint.save(out / "checkpoints", done_updates, state, run)
-        progress.update(done_updates * learner.steps_per_update, metrics)
+        previous, done_updates = done_updates, done_updates + n
+        if done_updates // every > previous // every or done_updates == learner.num_updates:
+            checkpoint.save(out / "checkpoints", done_updates, state, run)
+        progress.update(done_updates, metrics)
     writer.close()
     plot_learning_curve(out / "metrics.csv", out / "learning_curve.png",
                         title=f"{run['algo']} on {run['env']}")
@@ -182,7 +178,7 @@ def cmd_sweep(args) -> None:
     base = {**parse_overrides(args.set, config_cls), "total_timesteps": args.total_steps}
     env, params = ecomrl_jax.make(args.env)
     rows = sweep.run_sweep(module, config_cls, env, params, base, grid, args.seeds, args.seed,
-                           args.chunk_size)
+                           args.chunk_size, quiet=args.quiet)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = list(grid)
@@ -216,6 +212,7 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--episodes", type=int, default=1000, help="evaluation episodes per seed")
     train.add_argument("--out", default="runs/latest")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument("--quiet", action="store_true", help="no progress line")
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a trained run's latest checkpoint")
@@ -236,11 +233,12 @@ def make_parser() -> argparse.ArgumentParser:
     sweep_parser.add_argument("--chunk-size", type=int, default=None,
                               help="runs per compiled batch (default: all at once); lower it to save memory")
     sweep_parser.add_argument("--out", default="results/sweep")
+    sweep_parser.add_argument("--quiet", action="store_true", help="no progress line")
     sweep_parser.set_defaults(func=cmd_sweep)
 
-    bench = sub.add_parser("bench", help="env steps/s of every env (benchmarks/env_throughput.py)")
-    env_throughput.make_parser(bench)
-    bench.set_defaults(func=lambda args: env_throughput.run(args, bench))
+    bench = sub.add_parser("bench", help="env steps/s of every env (ecomrl_jax/benchmark.py)")
+    benchmark.make_parser(bench)
+    bench.set_defaults(func=lambda args: benchmark.run(args, bench))
     return parser
 
 

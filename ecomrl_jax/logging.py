@@ -1,4 +1,4 @@
-"""Training metrics to CSV, JSON Lines and TensorBoard; learning-curve plots; a text progress line.
+"""Training metrics to CSV, JSON Lines and TensorBoard; learning-curve plots; progress of chunked runs.
 
 Metrics come from `run_updates` as a dict of arrays indexed by update: shape `(num_updates,)` for
 one run, `(num_seeds, num_updates)` for a run vmapped over seeds. Files hold one row per seed and
@@ -189,44 +189,64 @@ def plot_learning_curve(source, png_path, metric: str = "episode_return", x: str
     fig.savefig(png_path, dpi=120)
 
 
-class ProgressBar:
-    """A one-line text progress report on stderr, updated from the host between training chunks.
+PROGRESS_CHUNKS = 50  # progress reports per run: a few seconds each for a run of minutes
 
-    Shows env steps done/total (per seed), percent, env steps/s over the last chunk summed over
-    `num_seeds` (the first chunk includes compilation), time left, and the latest value of `metric`
-    (mean over seeds). A resumed run passes the steps already done as `initial_env_steps`.
+
+def chunk_sizes(num_updates: int, done: int = 0, count: int = PROGRESS_CHUNKS):
+    """Yield the sizes of the chunks that run updates `done..num_updates` with progress between
+    them: about `num_updates / count` each, the last one shorter if needed, so a chunked run
+    compiles at most two chunk functions. A run resumed at a chunk boundary gets the same sizes."""
+    size = max(1, -(-num_updates // count))
+    while done < num_updates:
+        yield min(size, num_updates - done)
+        done += size
+
+
+class ProgressBar:
+    """A one-line text progress report on stderr, updated from the host between chunks of a run.
+
+    Shows `unit` done of total, percent, env steps/s over the last chunk (`steps_per_unit` env
+    steps per unit and run, summed over `num_runs` runs, e.g. vmapped seeds), time left and the
+    latest value of `metric` (mean over runs). On a terminal the line is redrawn in place; to a
+    file or pipe a line is written at each tenth of the run. `quiet` writes nothing.
     """
 
-    def __init__(self, total_env_steps: int, metric: str = "episode_return", stream=None,
-                 initial_env_steps: int = 0, num_seeds: int = 1, width: int = 20):
-        self.total = total_env_steps
-        self.metric = metric
-        self.num_seeds = num_seeds
+    def __init__(self, total: int, steps_per_unit: int = 1, num_runs: int = 1, initial: int = 0,
+                 label: str = "", unit: str = "updates", metric: str = "episode_return",
+                 stream=None, quiet: bool = False, width: int = 20):
+        self.total, self.steps_per_unit, self.num_runs = total, steps_per_unit, num_runs
+        self.label, self.unit, self.metric = label, unit, metric
         self.stream = stream or sys.stderr
-        self.width = width
-        self._last = (initial_env_steps, time.perf_counter())
+        self.quiet, self.width = quiet, width
+        self._last = (initial, time.perf_counter())
+        self._next_tenth = initial * 10 // max(total, 1) + 1
 
-    def update(self, env_steps: int, metrics: dict | None = None) -> str:
-        """Report `env_steps` done per seed and the chunk's metrics; returns the line written."""
+    def update(self, done: int, metrics: dict | None = None) -> str:
+        """Report `done` units and the chunk's metrics; returns the line (written unless quiet)."""
         now = time.perf_counter()
-        rate = (env_steps - self._last[0]) / max(now - self._last[1], 1e-9)
-        self._last = (env_steps, now)
-        frac = min(env_steps / self.total, 1.0) if self.total else 1.0
+        rate = (done - self._last[0]) / max(now - self._last[1], 1e-9)  # units per second
+        self._last = (done, now)
+        frac = min(done / self.total, 1.0) if self.total else 1.0
         filled = round(frac * self.width)
-        line = (f"[{'#' * filled}{'.' * (self.width - filled)}] {env_steps:,}/{self.total:,} env steps "
-                f"{frac:6.1%}  {rate * self.num_seeds:,.0f} steps/s")
-        if rate > 0 and env_steps < self.total:
-            line += f"  ETA {_duration((self.total - env_steps) / rate)}"
+        line = (f"{self.label + ' ' if self.label else ''}[{'#' * filled}{'.' * (self.width - filled)}] "
+                f"{done:,}/{self.total:,} {self.unit} {frac:6.1%}  "
+                f"{rate * self.steps_per_unit * self.num_runs:,.0f} env steps/s")
+        if rate > 0 and done < self.total:
+            line += f"  ETA {_duration((self.total - done) / rate)}"
         if metrics is not None and self.metric in metrics:
             latest = _seed_mean(metrics[self.metric])[-1]
             line += f"  {self.metric} {latest:.4g}" if math.isfinite(latest) else f"  {self.metric} n/a"
-        done = env_steps >= self.total
-        if self.stream.isatty():
-            self.stream.write("\r" + line + "\033[K" + ("\n" if done else ""))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        if not self.quiet:
+            self._write(line, done >= self.total, frac)
         return line
+
+    def _write(self, line: str, finished: bool, frac: float) -> None:
+        if self.stream.isatty():
+            self.stream.write("\r" + line + "\033[K" + ("\n" if finished else ""))
+        elif finished or frac * 10 >= self._next_tenth:
+            self.stream.write(line + "\n")
+            self._next_tenth = int(frac * 10) + 1
+        self.stream.flush()
 
 
 def _duration(seconds: float) -> str:

@@ -1,9 +1,10 @@
 """Hyperparameter sweeps: a grid over a learner's traced config fields, trained as one vmapped `train`.
 
 Every grid point x seed is one element of a batch of configs, so the whole sweep compiles once
-(per chunk size) and runs as `jit(vmap(train))`. Large grids run in chunks of `chunk_size`
-runs to bound memory. A point's score is the mean `episode_return` over the last tenth of its
-updates, summarised over seeds with a 95% t-interval.
+(per chunk size) and runs vmapped over configs. Large grids run in chunks of `chunk_size`
+runs to bound memory; each trains in chunks of updates, with a progress line between them. A
+point's score is the mean `episode_return` over the last tenth of its updates, summarised over
+seeds with a 95% t-interval.
 """
 
 import dataclasses
@@ -17,6 +18,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ecomrl_jax.evaluation import confidence_interval
+from ecomrl_jax.learners.loop import run_updates
+from ecomrl_jax.logging import ProgressBar, chunk_sizes
 
 
 def traced_fields(config_cls) -> list[str]:
@@ -38,7 +41,8 @@ def expand_grid(grid: dict[str, list[float]], config_cls) -> list[dict]:
 
 
 def run_sweep(module, config_cls, env, env_params, base: dict, grid: dict[str, list[float]],
-              num_seeds: int, seed: int = 0, chunk_size: int | None = None) -> list[dict]:
+              num_seeds: int, seed: int = 0, chunk_size: int | None = None,
+              quiet: bool = False) -> list[dict]:
     """Train every grid point with `num_seeds` seeds; returns one row per point:
     the point's values, `score` = (mean, low, high) over seeds, and the per-seed `scores`."""
     points = expand_grid(grid, config_cls)
@@ -48,14 +52,28 @@ def run_sweep(module, config_cls, env, env_params, base: dict, grid: dict[str, l
     runs = [(config, jax.random.fold_in(jax.random.key(seed), s)) for config in configs
             for s in range(num_seeds)]
     chunk_size = chunk_size or len(runs)
-    train = jax.jit(jax.vmap(lambda config, key: module.make_train(config, env, env_params)(key)))
+    first = module.make_learner(configs[0], env, env_params)  # its sizes are every point's (static)
+
+    def learner(config):
+        return module.make_learner(config, env, env_params)
+
+    init = jax.jit(jax.vmap(lambda config, key: learner(config).init(key)))
+    update = jax.jit(jax.vmap(lambda config, state, n: run_updates(learner(config), state, n),
+                              in_axes=(0, 0, None)), static_argnums=2)
     scores = []
     for start in range(0, len(runs), chunk_size):
         chunk = runs[start:start + chunk_size]
         batch = jax.tree.map(lambda *x: jnp.stack([jnp.asarray(v) for v in x]),
                              *[c for c, _ in chunk])
-        _, metrics = train(batch, jnp.stack([k for _, k in chunk]))
-        returns = np.asarray(metrics["episode_return"])
+        state, returns, done = init(batch, jnp.stack([k for _, k in chunk])), [], 0
+        progress = ProgressBar(first.num_updates, first.steps_per_update, len(chunk), quiet=quiet,
+                               label=f"runs {start + 1}-{start + len(chunk)} of {len(runs)}")
+        for n in chunk_sizes(first.num_updates):
+            state, metrics = update(batch, state, n)
+            returns.append(np.asarray(metrics["episode_return"]))
+            done += n
+            progress.update(done, metrics)
+        returns = np.concatenate(returns, axis=1)
         tail = max(1, returns.shape[1] // 10)
         scores.extend(returns[:, -tail:].mean(axis=1).tolist())
     rows = []

@@ -1,8 +1,8 @@
 """Budget pacing on AdBidding-v0: learners vs constant bid, linear pacing and the hindsight oracle.
 
-Each learner trains with `vmap` over seeds (training keys 0..seeds-1) in one jit. Every policy
-is evaluated on the same `runs` evaluation runs of `days` days each (run r uses evaluation key
-1000 + r, so every policy meets the same auctions), and each day's value (summed
+Each learner trains with `vmap` over seeds (training keys 0..seeds-1, `harness.train_seeds`).
+Every policy is evaluated on the same `runs` evaluation runs of `days` days each (run r uses
+evaluation key 1000 + r, so every policy meets the same auctions), and each day's value (summed
 `expected_value` of the impressions won, free of click noise) is divided by the hindsight
 oracle's value of that day (`ecomrl_jax.envs.ads.policies.hindsight_oracle`, 100% by definition). A
 learner's seed scores the mean over all days and the learner's interval is over seeds; a
@@ -12,22 +12,20 @@ rule's interval is over the runs (95% Student-t). Learners act greedily. Writes
     python -m experiments.ad_pacing [--quick]
 """
 
-import argparse
-import os
 from pathlib import Path
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+from experiments import _harness as harness  # first: sets the XLA CPU flag before jax starts
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import ecomrl_jax  # noqa: E402
-from ecomrl_jax.learners import a2c, dqn, ppo  # noqa: E402
-from ecomrl_jax.envs.ads import policies as ads  # noqa: E402
-from ecomrl_jax.evaluation import compare, comparison_table, confidence_interval, evaluate  # noqa: E402
-from experiments.crm_lifetime_value import (  # noqa: E402
-    EVAL_KEY, format_rows, goal_line, plot_curves, timing_line, train_learners)
+import ecomrl_jax
+from ecomrl_jax.envs.ads import policies as ads
+from ecomrl_jax.evaluation import compare, comparison_table, confidence_interval, evaluate
+from ecomrl_jax.learners import a2c, dqn, ppo
+
+EVAL_KEY = harness.EVAL_KEY
 
 COLUMNS = {"oracle_pct": "value, % of oracle", "return": "clicks", "spent_pct": "budget spent (%)",
            "length": "day length (steps)"}
@@ -78,26 +76,26 @@ def run_means(env, params, policy, oracles: list, days: int) -> dict:
     return {m: np.array(v) for m, v in means.items()}
 
 
-def run(num_seeds: int, total_timesteps: int, num_runs: int, days: int, out: Path) -> dict:
+def run(num_seeds: int, total_timesteps: int, num_runs: int, days: int, out: Path,
+        quiet: bool = False) -> dict:
     env, params = ecomrl_jax.make("AdBidding-v0")
-    trained = train_learners(learner_configs(total_timesteps), env, params, num_seeds)
+    trained = harness.train_learners(learner_configs(total_timesteps), env, params, num_seeds, quiet)
     rules = rule_policies(env, params)
     oracles = [oracle_values(env, params, jax.random.key(EVAL_KEY + r), days) for r in range(num_runs)]
     samples = {}
-    for name, (policies, *_) in trained.items():
-        per_seed = [run_means(env, params, p, oracles, days) for p in policies]
+    for name, t in trained.items():
+        per_seed = [run_means(env, params, p, oracles, days) for p in t.policies]
         samples[name] = {m: np.array([s[m].mean() for s in per_seed]) for m in COLUMNS}
     for name, policy in rules.items():
         samples[name] = run_means(env, params, policy, oracles, days)
     summary = {name: {m: confidence_interval(s[m]) for m in COLUMNS} for name, s in samples.items()}
     best_learner = max(trained, key=lambda n: summary[n]["oracle_pct"][0])
     best_rule = "linear pacing"
-    ab = compare(env, params, rules[best_rule], trained[best_learner][0][0], jax.random.key(EVAL_KEY),
-                 days)
-    timing = {name: (t[2], t[3]) for name, t in trained.items()}
+    ab = compare(env, params, rules[best_rule], trained[best_learner].policies[0],
+                 jax.random.key(EVAL_KEY), days)
     oracle_mean = float(np.mean(np.concatenate(oracles)))
     lines = ["# Budget pacing on AdBidding-v0", "",
-             timing_line(timing, total_timesteps, num_seeds),
+             harness.timing_line(trained, total_timesteps, num_seeds),
              f"Evaluation: {num_runs} runs of {days} days (keys {EVAL_KEY}..{EVAL_KEY + num_runs - 1}), "
              "the same days for every policy; default params (96 steps x 100 auction slots, "
              "budget 15, Discrete grid of 21 multipliers 0..2). Learners: mean over seeds [95% "
@@ -105,38 +103,31 @@ def run(num_seeds: int, total_timesteps: int, num_runs: int, days: int, out: Pat
              "summed expected value of the impressions won, as a % of the hindsight oracle's "
              f"value of the same day (mean of per-day ratios; the oracle averages {oracle_mean:.1f} "
              "per day, 100% by definition); clicks = realised reward per day.", ""]
-    lines += format_rows(summary, COLUMNS)
-    lines += ["", goal_line(summary, best_learner, best_rule, "oracle_pct", goal=False), "",
+    lines += harness.format_rows(summary, COLUMNS)
+    lines += ["", harness.goal_line(summary, best_learner, best_rule, "oracle_pct", goal=False), "",
               f"A/B on common random numbers, {best_learner} seed 0 vs {best_rule}, {days} paired "
               f"days (key {EVAL_KEY}):", "", comparison_table(ab, (best_rule, best_learner))]
-    path = out / "ad_pacing.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    harness.write_table(lines, out / "ad_pacing.md")
     baselines = {n: summary[n]["return"][0] for n in rules}
-    plot_curves({n: t[1] for n, t in trained.items()}, baselines, "episode_return",
-                "AdBidding-v0: clicks per day while training vs rules", out / "ad_pacing.png")
+    harness.plot_curves({n: t.curves for n, t in trained.items()}, baselines, "episode_return",
+                        "AdBidding-v0: clicks per day while training vs rules", out / "ad_pacing.png")
     return summary
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 seeds and a shorter run (CPU, minutes)")
-    parser.add_argument("--seeds", type=int, default=None)
+    parser = harness.make_parser(__doc__, "3 seeds and a shorter run (CPU, minutes)")
     parser.add_argument("--total-steps", type=int, default=None, help="env steps per seed")
     parser.add_argument("--runs", type=int, default=None, help="evaluation runs")
     parser.add_argument("--days", type=int, default=None, help="days per evaluation run")
-    parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
-    seeds = args.seeds or (3 if args.quick else 5)
+    seeds = harness.num_seeds(args)
     total = args.total_steps or (1_500_000 if args.quick else 5_000_000)
     runs = args.runs or (5 if args.quick else 10)
     days = args.days or (100 if args.quick else 200)
     if seeds < 2 or runs < 2 or total < 1 or days < 1:
         parser.error("--seeds and --runs must be >= 2 (for an interval); --total-steps and "
                      "--days positive")
-    return run(seeds, total, runs, days, args.out)
-
+    return run(seeds, total, runs, days, args.out, args.quiet)
 
 if __name__ == "__main__":
     main()

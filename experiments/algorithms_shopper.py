@@ -2,7 +2,7 @@
 
 Each learner (PPO, A2C, REINFORCE, DQN; PPO and DQN also with the tiny history Transformer)
 keeps its config defaults except `total_timesteps`, the same for all, and trains with `vmap`
-over seeds (training keys 0..seeds-1). The jitted train is compiled ahead of time, so compile
+over seeds (training keys 0..seeds-1, `harness.train_seeds`), compiled ahead of time, so compile
 and run seconds are timed apart. Every policy is then evaluated greedily on common random
 numbers (seed i uses evaluation key 1000 + i for every policy); the table reports the mean over
 seeds with a 95% Student-t interval. Tabular Q-learning and SARSA are left out: they need a
@@ -12,23 +12,19 @@ Discrete state index, and ShopperRec's observation is a Dict of features. Writes
     python -m experiments.algorithms_shopper [--quick]
 """
 
-import argparse
-import os
-import time
 from pathlib import Path
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+from experiments import _harness as harness  # first: sets the XLA CPU flag before jax starts
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import numpy as np
 
-import ecomrl_jax  # noqa: E402
-from ecomrl_jax.learners import a2c, dqn, ppo, reinforce  # noqa: E402
-from ecomrl_jax.envs.recommendation import policies as baselines  # noqa: E402
-from ecomrl_jax.evaluation import compare, comparison_table, confidence_interval, evaluate  # noqa: E402
-from experiments.crm_lifetime_value import format_rows, plot_curves  # noqa: E402
+import ecomrl_jax
+from ecomrl_jax.envs.recommendation import policies as baselines
+from ecomrl_jax.evaluation import compare, comparison_table, confidence_interval, evaluate
+from ecomrl_jax.learners import a2c, dqn, ppo, reinforce
 
-EVAL_KEY = 1000
+EVAL_KEY = harness.EVAL_KEY
 COLUMNS = {"return": "return", "clicks": "clicks", "purchases": "purchases", "revenue": "revenue"}
 
 
@@ -46,35 +42,16 @@ def learner_configs(total_timesteps: int) -> dict:
     }
 
 
-def train_learner(module, config, env, params, num_seeds: int):
-    """Compile ahead of time, then run, vmapped over seeds; -> (greedy seed policies, curves,
-    (compile s, run s))."""
-    keys = jax.random.split(jax.random.key(0), num_seeds)
-    start = time.perf_counter()
-    compiled = jax.jit(jax.vmap(module.make_train(config, env, params))).lower(keys).compile()
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    state, curves = jax.block_until_ready(compiled(keys))
-    run_s = time.perf_counter() - start
-    weights = module.network_params(state)
-    policies = [module.make_policy(config, env, jax.tree.map(lambda x: x[seed], weights),
-                                   deterministic=True) for seed in range(num_seeds)]
-    return policies, {k: np.asarray(v) for k, v in curves.items()}, (compile_s, run_s)
-
-
-def run(num_seeds: int, total_timesteps: int, eval_episodes: int, out: Path) -> dict:
+def run(num_seeds: int, total_timesteps: int, eval_episodes: int, out: Path,
+        quiet: bool = False) -> dict:
     env, params = ecomrl_jax.make("ShopperRec-v0")
-    trained = {}
-    for name, (module, config) in learner_configs(total_timesteps).items():
-        trained[name] = train_learner(module, config, env, params, num_seeds)
-        steps = int(trained[name][1]["env_steps"][0, -1])
-        compile_s, run_s = trained[name][2]
-        print(f"{name}: {steps:,} steps x {num_seeds} seeds, compile {compile_s:.1f} s, run "
-              f"{run_s:.1f} s ({steps * num_seeds / run_s:,.0f} env steps/s)", flush=True)
+    trained = {name: harness.train_seeds(module, config, env, params, num_seeds, label=name,
+                                         quiet=quiet)
+               for name, (module, config) in learner_configs(total_timesteps).items()}
     rules = {"myopic oracle": baselines.myopic_oracle(env, params),
              "popularity": baselines.popularity_policy(env, params),
              "random": baselines.random_policy(env, params)}
-    policies = {**{name: t[0] for name, t in trained.items()},
+    policies = {**{name: t.policies for name, t in trained.items()},
                 **{name: [p] * num_seeds for name, p in rules.items()}}
     summary = {}
     for name, seed_policies in policies.items():
@@ -83,13 +60,13 @@ def run(num_seeds: int, total_timesteps: int, eval_episodes: int, out: Path) -> 
         summary[name] = {m: confidence_interval(np.array([float(np.mean(e[m])) for e in episodes]))
                          for m in COLUMNS}
     best = max(trained, key=lambda n: summary[n]["return"][0])
-    ab = compare(env, params, rules["myopic oracle"], trained[best][0][0], jax.random.key(EVAL_KEY),
-                 eval_episodes)
+    ab = compare(env, params, rules["myopic oracle"], trained[best].policies[0],
+                 jax.random.key(EVAL_KEY), eval_episodes)
     write_table(summary, trained, best, ab, num_seeds, eval_episodes, out / "algorithms_shopper.md")
-    plot_curves({n: t[1] for n, t in trained.items()},
-                {n: summary[n]["return"][0] for n in rules}, "episode_return",
-                "ShopperRec-v0: training episode return, equal env-step budget",
-                out / "algorithms_shopper.png")
+    harness.plot_curves({n: t.curves for n, t in trained.items()},
+                        {n: summary[n]["return"][0] for n in rules}, "episode_return",
+                        "ShopperRec-v0: training episode return, equal env-step budget",
+                        out / "algorithms_shopper.png")
     return summary
 
 
@@ -97,49 +74,43 @@ def timing_rows(trained: dict, num_seeds: int) -> list[str]:
     """Markdown table: env steps per seed, compile and run seconds, env steps/s over all seeds."""
     lines = ["| learner | env steps per seed | compile s | run s (wall) | env steps/s |",
              "|---|---|---|---|---|"]
-    for name, (_, curves, (compile_s, run_s)) in trained.items():
-        steps = int(curves["env_steps"][0, -1])
-        lines.append(f"| {name} | {steps:,} | {compile_s:.1f} | {run_s:.1f} | "
-                     f"{steps * num_seeds / run_s:,.0f} |")
+    for name, t in trained.items():
+        steps = int(t.curves["env_steps"][0, -1])
+        lines.append(f"| {name} | {steps:,} | {t.compile_s:.1f} | {t.run_s:.1f} | "
+                     f"{steps * num_seeds / t.run_s:,.0f} |")
     return lines
 
 
 def write_table(summary, trained, best, ab, num_seeds, eval_episodes, path: Path) -> None:
     lines = ["# All algorithms on ShopperRec-v0 at an equal env-step budget", "",
              "Learners: config defaults except the env-step budget (rounded down to whole "
-             f"updates), {num_seeds} seeds (training keys 0..{num_seeds - 1}) vmapped in one "
-             "jit, compiled ahead of time. Evaluation: greedy, "
+             f"updates), {num_seeds} seeds (training keys 0..{num_seeds - 1}) vmapped, "
+             "compiled ahead of time. Evaluation: greedy, "
              f"{eval_episodes} episodes per seed on keys {EVAL_KEY}..{EVAL_KEY + num_seeds - 1}, "
              "the same episodes for every policy; mean over seeds [95% t-interval]. Tabular "
              "Q-learning and SARSA do not apply: they need a Discrete state index, and "
              "ShopperRec's observation is a Dict of features.", ""]
-    lines += format_rows(summary, COLUMNS)
+    lines += harness.format_rows(summary, COLUMNS)
     lines += ["", "Training time (CPU, all seeds together):", ""] + timing_rows(trained, num_seeds)
     lines += ["", f"A/B on common random numbers, best learner ({best}) seed 0 vs myopic oracle, "
               f"{eval_episodes} paired episodes (key {EVAL_KEY}):", "",
               comparison_table(ab, ("myopic oracle", best))]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    harness.write_table(lines, path)
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 seeds and a shorter run (CPU, minutes)")
-    parser.add_argument("--seeds", type=int, default=None)
+    parser = harness.make_parser(__doc__, "3 seeds and a shorter run (CPU, minutes)")
     parser.add_argument("--total-steps", type=int, default=None, help="env steps per seed")
     parser.add_argument("--episodes", type=int, default=None, help="evaluation episodes per seed")
-    parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
-    seeds = args.seeds or (3 if args.quick else 5)
+    seeds = harness.num_seeds(args)
     total = args.total_steps or (500_000 if args.quick else 2_000_000)
     episodes = args.episodes or (500 if args.quick else 2000)
     updates = min(config.num_updates for _, config in learner_configs(total).values())
     if seeds < 2 or episodes < 1 or updates < 1:
         parser.error("--seeds must be >= 2 (for an interval), --episodes positive, --total-steps "
                      "at least one update of every learner (PPO: 4,096)")
-    return run(seeds, total, episodes, args.out)
-
+    return run(seeds, total, episodes, args.out, args.quiet)
 
 if __name__ == "__main__":
     main()

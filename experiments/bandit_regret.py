@@ -12,24 +12,23 @@ Writes `results/bandit_regret.md` and `results/bandit_regret.png`.
     python -m experiments.bandit_regret [--quick]
 """
 
-import argparse
 import math
-import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+from experiments import _harness as harness  # first: sets the XLA CPU flag before jax starts
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matplotlib.figure import Figure
 
-import ecomrl_jax  # noqa: E402
-from ecomrl_jax.learners.bandits import (  # noqa: E402
+import ecomrl_jax
+from ecomrl_jax.evaluation import confidence_interval
+from ecomrl_jax.learners.bandits import (
     UCB1, BernoulliThompson, EpsilonGreedy, GaussianThompson, LinearThompson, LinUCB, Softmax,
     lai_robbins_constant, make_run)
-from ecomrl_jax.evaluation import confidence_interval  # noqa: E402
+from ecomrl_jax.logging import ProgressBar
 
 SEEDS = {"BernoulliBandit-v0": 0, "PricingBandit-v0": 1, "ContextualLinearBandit-v0": 2}
 THROUGHPUT_SEED, THROUGHPUT_RUNS = 3, 10_000
@@ -70,10 +69,12 @@ def labels(group_label: str, configs: list) -> list[str]:
     return names
 
 
-def regret_curves(groups: dict, env, params, num_runs: int, num_rounds: int, seed: int, chunk: int):
+def regret_curves(groups: dict, env, params, num_runs: int, num_rounds: int, seed: int, chunk: int,
+                  title: str = "", quiet: bool = False):
     """Cumulative regret at NUM_POINTS rounds: {group: array (configs, runs, points)}, the rounds,
     compile seconds and run seconds (compiled code only). All groups share one program (far
-    quicker to compile than one program each), run on equal chunks of at most `chunk` runs."""
+    quicker to compile than one program each), run on equal chunks of at most `chunk` runs and
+    at most a tenth of the runs, with a progress line between chunks."""
     points = np.linspace(num_rounds / NUM_POINTS, num_rounds, NUM_POINTS).round().astype(int)
     index = jnp.asarray(points - 1)
     grids = {group: jax.tree.map(lambda *x: jnp.stack(x), *configs)
@@ -86,13 +87,17 @@ def regret_curves(groups: dict, env, params, num_runs: int, num_rounds: int, see
                 for group, grid in grids.items()}
 
     keys = jax.random.split(jax.random.key(seed), num_runs)
-    chunk = max(d for d in range(1, min(chunk, num_runs) + 1) if num_runs % d == 0)
+    limit = min(chunk, -(-num_runs // 10))
+    chunk = max(d for d in range(1, limit + 1) if num_runs % d == 0)
     start = time.perf_counter()
     compiled = jax.jit(curves).lower(grids, keys[:chunk]).compile()
     compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    parts = [jax.tree.map(np.asarray, compiled(grids, keys[i:i + chunk]))
-             for i in range(0, num_runs, chunk)]
+    num_configs = sum(len(c) for c in groups.values())
+    progress = ProgressBar(num_runs, num_rounds * num_configs, label=title, unit="runs", quiet=quiet)
+    start, parts = time.perf_counter(), []
+    for i in range(0, num_runs, chunk):
+        parts.append(jax.tree.map(np.asarray, compiled(grids, keys[i:i + chunk])))
+        progress.update(i + chunk)
     out = {group: np.concatenate([p[group] for p in parts], axis=1) for group in groups}
     return out, points, compile_s, time.perf_counter() - start
 
@@ -124,11 +129,12 @@ def summarise(curves: np.ndarray, points: np.ndarray) -> dict:
             "growth": (final - at_half) / at_half, "slope": (final - at_half) / math.log(2)}
 
 
-def run_env(env_id: str, groups: dict, num_runs: int, num_rounds: int, chunk: int) -> dict:
+def run_env(title: str, env_id: str, groups: dict, num_runs: int, num_rounds: int, chunk: int,
+            quiet: bool = False) -> dict:
     """Per algorithm label: summary and recorded rounds; plus the env's compile and run seconds."""
     env, params = ecomrl_jax.make(env_id)
     curves, points, compile_s, run_s = regret_curves(groups, env, params, num_runs, num_rounds,
-                                                     SEEDS[env_id], chunk)
+                                                     SEEDS[env_id], chunk, title, quiet)
     print(f"{env_id}: {len(groups)} programs in one: compile {compile_s:.1f} s, run {run_s:.1f} s",
           flush=True)
     rows = {label: {**summarise(c, points), "points": points}
@@ -192,9 +198,7 @@ def write_table(results: dict, sizes: dict, speed: dict, lai_robbins: float, che
     for (env_id, name), r in speed.items():
         lines.append(f"| {env_id} | {name} | {r['rounds']:,} | {r['rounds_per_s']:,.0f} | "
                      f"{r['compile_s']:.1f} |")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    harness.write_table(lines, path)
 
 
 def plot(results: dict, lai_robbins: float, path: Path) -> None:
@@ -216,20 +220,15 @@ def plot(results: dict, lai_robbins: float, path: Path) -> None:
         ax.set_xlabel("round")
         ax.set_ylabel("cumulative regret (mean, 95% CI band)")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    print(f"wrote {path}")
+    harness.save_figure(fig, path, dpi=110)
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer runs (CPU, ~4 min)")
+    parser = harness.make_parser(__doc__, "fewer runs (CPU, ~4 min)", seeds=False)
     parser.add_argument("--runs", type=int, default=None, help="runs per algorithm on Bernoulli")
     parser.add_argument("--rounds", type=int, default=10_000, help="rounds on Bernoulli")
     parser.add_argument("--long-rounds", type=int, default=100_000,
                         help="rounds of the long-horizon UCB1 (c=1) vs epsilon-greedy run")
-    parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
     runs = args.runs or (1000 if args.quick else 10_000)
     if runs < 2 or min(args.rounds, args.long_rounds) < NUM_POINTS:
@@ -245,7 +244,7 @@ def main(argv=None) -> dict:
             "PricingBandit-v0": ("PricingBandit-v0", pricing, *side),
             "ContextualLinearBandit-v0": ("ContextualLinearBandit-v0", CONTEXTUAL, *side)}
     # chunks of 10^7 rounds keep the per-round outputs of one chunk within a few GB
-    results = {label: run_env(env_id, groups, n, t, chunk=max(1, 10_000_000 // t))
+    results = {label: run_env(label, env_id, groups, n, t, max(1, 10_000_000 // t), args.quiet)
                for label, (env_id, groups, n, t) in plan.items()}
 
     measured = {"BernoulliBandit-v0": bernoulli, "ContextualLinearBandit-v0": CONTEXTUAL}

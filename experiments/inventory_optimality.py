@@ -21,24 +21,22 @@ and `results/inventory_optimality.png`.
     python -m experiments.inventory_optimality [--quick]
 """
 
-import argparse
-import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+from experiments import _harness as harness  # first: sets the XLA CPU flag before jax starts
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from gymnax.environments import spaces  # noqa: E402
-from gymnax.wrappers.purerl import GymnaxWrapper  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+from gymnax.environments import spaces
+from gymnax.wrappers.purerl import GymnaxWrapper
+from matplotlib.figure import Figure
 
-import ecomrl_jax  # noqa: E402
-from ecomrl_jax.learners import dqn, ppo, tabular  # noqa: E402
-from ecomrl_jax.envs.inventory import policies as policies  # noqa: E402
-from ecomrl_jax.evaluation import confidence_interval, evaluate  # noqa: E402
+import ecomrl_jax
+from ecomrl_jax.envs.inventory import policies as policies
+from ecomrl_jax.evaluation import confidence_interval, evaluate
+from ecomrl_jax.learners import dqn, ppo, tabular
 
 WARMUP = 200  # steps dropped before the steady-state window
 TRAIN_HORIZON = 500  # training episode length: long, so that truncation (treated as terminal) is rare
@@ -122,18 +120,8 @@ def window_costs(env, params, policy, key, episodes: int, window: int) -> np.nda
     return (cost(WARMUP + window) - cost(WARMUP)) / window
 
 
-def train_seeds(module, config, env, params, num_seeds: int):
-    """Train `num_seeds` seeds in one vmapped jit; greedy policies per seed and the seconds taken."""
-    start = time.perf_counter()
-    train = jax.jit(jax.vmap(module.make_train(config, env, params)))
-    state, _ = jax.block_until_ready(train(jax.random.split(jax.random.key(0), num_seeds)))
-    weights = module.network_params(state)
-    seeds = [module.make_policy(config, env, jax.tree.map(lambda x: x[i], weights), deterministic=True)
-             for i in range(num_seeds)]
-    return seeds, time.perf_counter() - start
-
-
-def run_instance(lead_time, backorders, learners, num_seeds, search_episodes, episodes, window):
+def run_instance(lead_time, backorders, learners, num_seeds, search_episodes, episodes, window,
+                 quiet=False):
     """Rows {policy: (cost interval, gap interval, note)} for one instance, plus its optimum."""
     env, params = ecomrl_jax.make("Inventory-v0", lead_time=lead_time)
     params = params.replace(backorders=backorders)
@@ -166,32 +154,30 @@ def run_instance(lead_time, backorders, learners, num_seeds, search_episodes, ep
             if lead_time not in config:
                 continue
             config, view = config[lead_time], StateIndexView(env, optimum)
-        seeds, seconds = train_seeds(module, config, view, train_params, num_seeds)
+        t = harness.train_seeds(module, config, view, train_params, num_seeds, label=name,
+                                quiet=quiet)
         costs = np.array([window_costs(view, params, p, key_eval, episodes, window).mean()
-                          for p in seeds])
+                          for p in t.policies])
         rows[name] = (confidence_interval(costs), confidence_interval(gap(costs)),
-                      f"{config.total_timesteps:,} steps/seed, {seconds:.0f} s")
+                      f"{config.total_timesteps:,} steps/seed, compile {t.compile_s:.0f} s, "
+                      f"run {t.run_s:.0f} s")
     return best_cost, optimum, rows
 
 
-def run(lead_times, learners, num_seeds, search_episodes, episodes, window, out: Path) -> dict:
+def run(lead_times, learners, num_seeds, search_episodes, episodes, window, out: Path,
+        quiet: bool = False) -> dict:
     start = time.perf_counter()
     results = {}
     for backorders in (False, True):
         for lead_time in lead_times:
             name = f"L={lead_time}, {'backorders' if backorders else 'lost sales'}"
             results[name] = run_instance(lead_time, backorders, learners, num_seeds,
-                                         search_episodes, episodes, window)
+                                         search_episodes, episodes, window, quiet)
             print(f"{name}: done after {time.perf_counter() - start:.0f} s", flush=True)
     write_table(results, learners, num_seeds, search_episodes, episodes, window,
                 time.perf_counter() - start, out / "inventory_optimality.md")
     plot(results, out / "inventory_optimality.png")
     return results
-
-
-def cell(interval, digits=3, unit=""):
-    mean, low, high = interval
-    return f"{mean:.{digits}f}{unit} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def write_table(results, learners, num_seeds, search_episodes, episodes, window, seconds, path):
@@ -222,16 +208,15 @@ def write_table(results, learners, num_seeds, search_episodes, episodes, window,
     for instance, (best_cost, optimum, rows) in results.items():
         lines.append(f"| {instance} | optimum (VI, exact) | {best_cost:.3f} | 0 | span {optimum.span:.1e} |")
         for name, (cost, gap, note) in rows.items():
-            lines.append(f"| {instance} | {name} | {cell(cost)} | {cell(gap, 2)} | {note} |")
+            lines.append(f"| {instance} | {name} | {harness.cell(cost)} | "
+                         f"{harness.cell(gap, '.2f')} | {note} |")
         best = min((rows[name][1][0], name) for name in learners if name in rows)
         met.append((instance, best))
     verdict = all(gap <= GOAL_GAP for _, (gap, _) in met)
     lines += ["", f"Goal (best learner's mean gap within {GOAL_GAP:g}% of the optimum on every instance): "
               f"{'met' if verdict else 'NOT met'}. Best learner per instance: "
               + "; ".join(f"{inst}: {name} {gap:+.2f}%" for inst, (gap, name) in met) + "."]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    harness.write_table(lines, path)
 
 
 def plot(results, path: Path) -> None:
@@ -251,16 +236,11 @@ def plot(results, path: Path) -> None:
     ax.set_ylabel("gap to optimal cost (% of |optimum|)")
     ax.set_title("Inventory-v0: average cost per period vs the exact optimum")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path.with_suffix('.md')} and {path}")
+    harness.save_figure(fig, path)
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 seeds, shorter runs")
-    parser.add_argument("--seeds", type=int, default=None)
+    parser = harness.make_parser(__doc__, "3 seeds, shorter runs")
     parser.add_argument("--total-steps", type=int, default=None, help="PPO env steps per seed")
     parser.add_argument("--dqn-steps", type=int, default=None, help="DQN env steps per seed (0: no DQN)")
     parser.add_argument("--tabular-steps", type=int, default=None,
@@ -268,9 +248,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--episodes", type=int, default=None, help="evaluation episodes")
     parser.add_argument("--window", type=int, default=None, help="steady-state steps per episode")
     parser.add_argument("--lead-times", type=int, nargs="+", default=None)
-    parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
-    seeds = args.seeds or (3 if args.quick else 5)
+    seeds = harness.num_seeds(args)
     total = args.total_steps or (1_000_000 if args.quick else 3_000_000)
     dqn_steps = (500_000 if args.quick else 1_000_000) if args.dqn_steps is None else args.dqn_steps
     episodes = args.episodes or (64 if args.quick else 256)
@@ -287,7 +266,8 @@ def main(argv=None) -> dict:
         learners["Q-learning (tabular)"] = (tabular, {
             lead_time: c.replace(total_timesteps=args.tabular_steps or c.total_timesteps)
             for lead_time, c in TABULAR_CONFIGS.items()})
-    return run(lead_times, learners, seeds, 32 if args.quick else 64, episodes, window, args.out)
+    return run(lead_times, learners, seeds, 32 if args.quick else 64, episodes, window, args.out,
+               args.quiet)
 
 
 if __name__ == "__main__":

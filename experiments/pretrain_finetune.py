@@ -11,29 +11,27 @@ the final greedy policies are evaluated on common episodes (key 1000). Writes
     python -m experiments.pretrain_finetune [--quick]
 """
 
-import argparse
-import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+from experiments import _harness as harness  # first: sets the XLA CPU flag before jax starts
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import jax
+import numpy as np
+from matplotlib.figure import Figure
 
-import ecomrl_jax  # noqa: E402
-from ecomrl_jax.learners import ppo, pretrain  # noqa: E402
-from ecomrl_jax.envs.recommendation import logs as shopper_logs  # noqa: E402
-from ecomrl_jax.envs.recommendation import policies as baselines  # noqa: E402
-from ecomrl_jax.evaluation import confidence_interval, evaluate  # noqa: E402
+import ecomrl_jax
+from ecomrl_jax.envs.recommendation import logs as shopper_logs
+from ecomrl_jax.envs.recommendation import policies as baselines
+from ecomrl_jax.evaluation import confidence_interval, evaluate
+from ecomrl_jax.learners import ppo, pretrain
 
 EPSILON = 0.3
 NETWORK = "transformer-tiny"
 
 
 def run(num_seeds: int, total_timesteps: int, log_envs: int, log_steps: int, num_epochs: int,
-        eval_episodes: int, out: Path) -> dict:
+        eval_episodes: int, out: Path, quiet: bool = False) -> dict:
     env, params = ecomrl_jax.make("ShopperRec-v0")
     oracle = baselines.myopic_oracle(env, params)
     behaviour = shopper_logs.epsilon_policy(oracle, env, params, EPSILON)
@@ -50,43 +48,33 @@ def run(num_seeds: int, total_timesteps: int, log_envs: int, log_steps: int, num
 
     config = ppo.PPOConfig(num_envs=64, num_steps=16, total_timesteps=total_timesteps,
                            network=NETWORK)
-    keys = jax.random.split(jax.random.key(0), num_seeds)
-    curves, finals, train_s = {}, {}, {}
-    for name, init in (("from scratch", None), ("pre-trained + fine-tuned", init_params)):
-        start = time.perf_counter()
-        state, metrics = jax.block_until_ready(
-            jax.jit(jax.vmap(ppo.make_train(config, env, params, init_network_params=init)))(keys))
-        train_s[name] = time.perf_counter() - start
-        curves[name] = np.asarray(metrics["episode_return"])
-        finals[name] = ppo.network_params(state)
-    env_steps = np.asarray(metrics["env_steps"][0])
+    arms = {"from scratch": None, "pre-trained + fine-tuned": init_params}
+    trained = {name: harness.train_seeds(ppo, config, env, params, num_seeds, label=name,
+                                         quiet=quiet, init_network_params=init)
+               for name, init in arms.items()}
+    curves = {name: t.curves["episode_return"] for name, t in trained.items()}
+    env_steps = trained["from scratch"].curves["env_steps"][0]
 
-    def greedy_return(network_params, seed):
-        policy = ppo.make_policy(config, env, network_params, deterministic=True)
+    def greedy_return(policy, seed):
         return float(np.mean(evaluate(env, params, policy, jax.random.key(1000 + seed),
                                       eval_episodes)["return"]))
 
-    evaluated = {"pre-trained, no fine-tuning": [greedy_return(init_params, 0)] * num_seeds}
-    for name, batched in finals.items():
-        evaluated[name] = [greedy_return(jax.tree.map(lambda x: x[s], batched), s)
-                           for s in range(num_seeds)]
+    pretrained = ppo.make_policy(config, env, init_params, deterministic=True)
+    evaluated = {"pre-trained, no fine-tuning": [greedy_return(pretrained, 0)] * num_seeds}
+    for name, t in trained.items():
+        evaluated[name] = [greedy_return(policy, s) for s, policy in enumerate(t.policies)]
     references = {name: float(np.mean(evaluate(env, params, policy, jax.random.key(1000),
                                                eval_episodes)["return"]))
                   for name, policy in (("myopic oracle", oracle), ("logging policy", behaviour))}
     facts = dict(num_seeds=num_seeds, total_timesteps=total_timesteps, dataset=logs.clicked.shape[0],
                  clicks=int(np.sum(logs.clicked)), log_s=log_s, pretrain_s=pretrain_s,
-                 pretrain_steps=len(pre_metrics["loss_bc"]), train_s=train_s, config=config,
+                 pretrain_steps=len(pre_metrics["loss_bc"]), trained=trained, config=config,
                  pre_config=pre_config, eval_episodes=eval_episodes,
                  bc=(float(np.mean(pre_metrics["loss_bc"][:10])), float(np.mean(pre_metrics["loss_bc"][-10:]))),
                  accuracy=float(np.mean(pre_metrics["accuracy"][-10:])))
     write_table(curves, env_steps, evaluated, references, facts, out / "pretrain_finetune.md")
     plot(curves, env_steps, references, out / "pretrain_finetune.png")
     return {"curves": curves, "evaluated": evaluated, "references": references}
-
-
-def _interval(x) -> str:
-    mean, low, high = confidence_interval(x)
-    return f"{mean:.2f} [{low:.2f}, {high:.2f}]"
 
 
 def write_table(curves, env_steps, evaluated, references, facts, path: Path) -> None:
@@ -104,24 +92,25 @@ def write_table(curves, env_steps, evaluated, references, facts, path: Path) -> 
         f"minibatch agreement with the logged action {facts['accuracy']:.0%}.", "",
         f"PPO: {facts['total_timesteps']:,} env steps per seed ({facts['config'].num_envs} envs x "
         f"{facts['config'].num_steps} steps per update), {facts['num_seeds']} seeds (keys "
-        f"0..{facts['num_seeds'] - 1}) vmapped; wall s (compile included): "
-        + ", ".join(f"{n} {s:.0f}" for n, s in facts["train_s"].items()) + ".", "",
+        f"0..{facts['num_seeds'] - 1}) vmapped; "
+        + ", ".join(f"{n}: compile {t.compile_s:.0f} s, run {t.run_s:.0f} s"
+                    for n, t in facts["trained"].items()) + ".", "",
         f"Training-episode return at an env-step budget (mean of the {window} updates up to it), "
         "mean over seeds [95% t-interval]:", "",
         "| env steps | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for b in budgets:
-        cells = [_interval(curves[n][:, max(0, b + 1 - window):b + 1].mean(axis=1)) for n in names]
+        cells = [harness.ci_cell(curves[n][:, max(0, b + 1 - window):b + 1].mean(axis=1), ".2f")
+                 for n in names]
         lines.append(f"| {int(env_steps[b]):,} | " + " | ".join(cells) + " |")
     lines += ["", f"Greedy return on {facts['eval_episodes']} common episodes per seed (key 1000 + "
               "seed), mean over seeds [95% t-interval]:", "", "| policy | return |", "|---|---|"]
     for name, values in evaluated.items():
-        cell = f"{values[0]:.2f} (one pre-trained model)" if len(set(values)) == 1 else _interval(values)
+        cell = (f"{values[0]:.2f} (one pre-trained model)" if len(set(values)) == 1
+                else harness.ci_cell(values, ".2f"))
         lines.append(f"| {name} | {cell} |")
     for name, value in references.items():
         lines.append(f"| {name} (reference, key 1000) | {value:.2f} |")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    harness.write_table(lines, path)
 
 
 def plot(curves, env_steps, references, path: Path) -> None:
@@ -137,28 +126,22 @@ def plot(curves, env_steps, references, path: Path) -> None:
     ax.set_ylabel("training episode return (95% band)")
     ax.set_title("ShopperRec-v0: PPO + transformer, scratch vs pre-trained")
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path.with_suffix('.md')} and {path}")
+    harness.save_figure(fig, path)
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 seeds, short runs (CPU, minutes)")
-    parser.add_argument("--seeds", type=int, default=None)
+    parser = harness.make_parser(__doc__, "3 seeds, short runs (CPU, minutes)")
     parser.add_argument("--total-steps", type=int, default=None)
     parser.add_argument("--episodes", type=int, default=None, help="evaluation episodes per seed")
-    parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
-    seeds = args.seeds or (3 if args.quick else 5)
+    seeds = harness.num_seeds(args)
     total = args.total_steps or (32_768 if args.quick else 1_000_000)
     episodes = args.episodes or (200 if args.quick else 1000)
     if seeds < 2 or total < 1024 or episodes < 1:
         parser.error("--seeds must be >= 2 (for an interval), --total-steps >= 1024 (one update), "
                      "--episodes positive")
     log_envs, log_steps, epochs = (64, 128, 6) if args.quick else (256, 256, 10)
-    return run(seeds, total, log_envs, log_steps, epochs, episodes, args.out)
+    return run(seeds, total, log_envs, log_steps, epochs, episodes, args.out, args.quiet)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ and the metric reported. Oracle (knows the demand model): `myopic_oracle` with u
 long-run price, 7) and keystone cost-plus (2 x unit cost = 4). Predictive: `run_predictive`,
 random prices for the first tenth of each episode, then the price optimal for a linear demand fit.
 
-Learners train on keys 0..seeds-1, vmapped over seeds in one jit each, and are evaluated frozen.
+Learners train on keys 0..seeds-1, vmapped over seeds, and are evaluated frozen.
 PPO and DQN (greedy at evaluation) see revenue / REWARD_SCALE (`wrappers.ScaleReward`: raw
 rewards of ~50 a day make the value loss dominate) and discount with gamma 0.5 where today's
 price does not affect tomorrow (unlimited stock), 0.99 with finite stock. Bandits
@@ -26,27 +26,23 @@ own mean taken as fixed). A learner's episode revenue is the mean over its seeds
     python -m experiments.pricing_rl [--quick]
 """
 
-import argparse
-import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+from experiments import _harness as harness  # first: sets the XLA CPU flag before jax starts
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import jax
+import numpy as np
+from matplotlib.figure import Figure
 
-import ecomrl_jax  # noqa: E402
-from ecomrl_jax.learners import bandits, dqn, ppo  # noqa: E402
-from ecomrl_jax.envs.pricing import policies as policies  # noqa: E402
-from ecomrl_jax.envs.pricing.dynamic_pricing import SETTINGS  # noqa: E402
-from ecomrl_jax.evaluation import confidence_interval, evaluate  # noqa: E402
-from ecomrl_jax.wrappers import ScaleReward  # noqa: E402
-from experiments.crm_lifetime_value import train_learners  # noqa: E402
-from experiments.inventory_optimality import cell  # noqa: E402
+import ecomrl_jax
+from ecomrl_jax.envs.pricing import policies as policies
+from ecomrl_jax.envs.pricing.dynamic_pricing import SETTINGS
+from ecomrl_jax.evaluation import confidence_interval, evaluate
+from ecomrl_jax.learners import bandits, dqn, ppo
+from ecomrl_jax.wrappers import ScaleReward
 
-EVAL_KEY = 1000
+EVAL_KEY = harness.EVAL_KEY
 REWARD_SCALE = 50.0  # learners see revenue / 50: about 1 a day (the stationary oracle's 50)
 GOALS = {"stationary": 98.0, "seasonal": 95.0}  # % of oracle revenue for the best learner
 FIXED_PRICE, KEYSTONE_MARKUP = 7.0, 1.0
@@ -66,7 +62,7 @@ def make_setting(name: str):
 
 
 def learner_configs(params, ppo_steps: int, dqn_steps: int) -> dict:
-    """name -> (module, config, deterministic) for `train_learners`; tuned on these settings."""
+    """name -> (module, config, deterministic evaluation), tuned on these settings."""
     limited = bool(np.isfinite(params.initial_stock))
     gamma = 0.99 if limited else 0.5
     return {
@@ -89,6 +85,7 @@ def train_bandits(env, params, num_seeds: int, rounds: int) -> dict:
         trained[name] = ([policies.bandit_policy(algo, env, jax.tree.map(lambda x: x[s], states),
                                                  contextual) for s in range(num_seeds)],
                          time.perf_counter() - wall)
+        print(f"{name}: {rounds:,} rounds x {num_seeds} seeds in {trained[name][1]:.1f} s", flush=True)
     return trained
 
 
@@ -101,7 +98,7 @@ def percent_of_oracle(revenue: np.ndarray, oracle: np.ndarray) -> tuple[float, f
 
 
 def run_setting(name: str, num_seeds: int, ppo_steps: int, dqn_steps: int, rounds: int,
-                episodes: int) -> dict:
+                episodes: int, quiet: bool = False) -> dict:
     """policy -> {"revenue", "percent": (mean, low, high), "seeds": per-seed % or None, "note"}."""
     env, params = make_setting(name)
     key = jax.random.key(EVAL_KEY)
@@ -121,9 +118,10 @@ def run_setting(name: str, num_seeds: int, ppo_steps: int, dqn_steps: int, round
                     env, params, key, episodes, explore)["revenue"],
                     f"random prices for {explore} periods, then fitted optimum")}
     learners = learner_configs(params, ppo_steps, dqn_steps)
-    trained = train_learners(learners, ScaleReward(env, REWARD_SCALE), params, num_seeds)
-    seeds = {n: (t[0], f"{learners[n][1].total_timesteps:,} steps/seed, {t[3]:.0f} s wall")
-             for n, t in trained.items()}
+    trained = harness.train_learners(learners, ScaleReward(env, REWARD_SCALE), params, num_seeds,
+                                     quiet)
+    seeds = {n: (t.policies, f"{learners[n][1].total_timesteps:,} steps/seed, compile "
+                 f"{t.compile_s:.0f} s, run {t.run_s:.0f} s") for n, t in trained.items()}
     for n, (seed_policies, wall) in train_bandits(env, params, num_seeds, rounds).items():
         seeds[n] = (seed_policies, f"{rounds:,} rounds/seed, {wall:.0f} s wall")
     for n, (seed_policies, note) in seeds.items():
@@ -179,12 +177,10 @@ def write_table(results: dict, num_seeds: int, rounds: int, episodes: int, secon
     for setting, rows in results.items():
         for name, r in rows.items():
             per_seed = ", ".join(f"{x:.2f}" for x in r["seeds"]) if r["seeds"] else ""
-            lines.append(f"| {setting} | {name} | {cell(r['revenue'], 0)} | "
-                         f"{cell(r['percent'], 2)} | {per_seed} | {r['note']} |")
+            lines.append(f"| {setting} | {name} | {harness.cell(r['revenue'], '.0f')} | "
+                         f"{harness.cell(r['percent'], '.2f')} | {per_seed} | {r['note']} |")
     lines += ["", goal_line(results)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    harness.write_table(lines, path)
 
 
 def plot(results: dict, path: Path) -> None:
@@ -204,24 +200,18 @@ def plot(results: dict, path: Path) -> None:
         ax.set_xlabel("revenue, % of oracle")
         ax.set_title(setting)
         ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path.with_suffix('.md')} and {path}")
+    harness.save_figure(fig, path)
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 seeds, shorter runs (CPU, ~15 min)")
-    parser.add_argument("--seeds", type=int, default=None)
+    parser = harness.make_parser(__doc__, "3 seeds, shorter runs (CPU, ~15 min)")
     parser.add_argument("--ppo-steps", type=int, default=None, help="PPO env steps per seed")
     parser.add_argument("--dqn-steps", type=int, default=None, help="DQN env steps per seed")
     parser.add_argument("--bandit-rounds", type=int, default=None, help="bandit rounds per seed")
     parser.add_argument("--episodes", type=int, default=None, help="evaluation episodes")
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
-    parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
-    seeds = args.seeds or (3 if args.quick else 5)
+    seeds = harness.num_seeds(args)
     ppo_steps = args.ppo_steps or (500_000 if args.quick else 2_000_000)
     dqn_steps = args.dqn_steps or (200_000 if args.quick else 500_000)
     rounds = args.bandit_rounds or (20_000 if args.quick else 100_000)
@@ -232,7 +222,8 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     results = {}
     for setting in args.settings:
-        results[setting] = run_setting(setting, seeds, ppo_steps, dqn_steps, rounds, episodes)
+        results[setting] = run_setting(setting, seeds, ppo_steps, dqn_steps, rounds, episodes,
+                                       args.quiet)
         print(f"{setting}: done after {time.perf_counter() - start:.0f} s", flush=True)
     write_table(results, seeds, rounds, episodes, time.perf_counter() - start,
                 args.out / "pricing_rl.md")

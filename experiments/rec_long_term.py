@@ -1,42 +1,35 @@
 """Long-term value in recommendation: PPO vs myopic oracle vs popularity vs random on ShopperRec-v0.
 
-PPO trains with `vmap` over seeds in one jit. Every policy is then evaluated, per seed,
-on the same episodes (common random numbers; seed i uses evaluation key 1000 + i), and
+PPO trains with `vmap` over seeds (`harness.train_seeds`). Every policy is then evaluated, per
+seed, on the same episodes (common random numbers; seed i uses evaluation key 1000 + i), and
 the table reports the mean over seeds with a 95% Student-t interval. Writes
 `results/rec_long_term.md` and `results/rec_long_term.png`.
 
     python -m experiments.rec_long_term [--quick]
 """
 
-import argparse
-import os
-import time
 from pathlib import Path
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+from experiments import _harness as harness  # first: sets the XLA CPU flag before jax starts
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import numpy as np
 
-import ecomrl_jax  # noqa: E402
-from ecomrl_jax.learners import ppo  # noqa: E402
-from ecomrl_jax.envs.recommendation import policies as baselines  # noqa: E402
-from ecomrl_jax.evaluation import compare, comparison_table, confidence_interval, evaluate  # noqa: E402
-from ecomrl_jax.logging import metric_rows, plot_learning_curve  # noqa: E402
+import ecomrl_jax
+from ecomrl_jax.envs.recommendation import policies as baselines
+from ecomrl_jax.evaluation import compare, comparison_table, confidence_interval, evaluate
+from ecomrl_jax.learners import ppo
+from ecomrl_jax.logging import metric_rows, plot_learning_curve
 
 METRICS = ("return", "length", "clicks", "purchases", "revenue")
 
 
-def run(num_seeds: int, total_timesteps: int, eval_episodes: int, out: Path) -> dict:
+def run(num_seeds: int, total_timesteps: int, eval_episodes: int, out: Path,
+        quiet: bool = False) -> dict:
     env, params = ecomrl_jax.make("ShopperRec-v0")
-    config = ppo.PPOConfig(total_timesteps=total_timesteps)
-    start = time.perf_counter()
-    train = jax.jit(jax.vmap(ppo.make_train(config, env, params)))
-    final_state, curves = jax.block_until_ready(train(jax.random.split(jax.random.key(0), num_seeds)))
-    train_s = time.perf_counter() - start
-    network_params = ppo.network_params(final_state)
-    ppo_policies = [ppo.make_policy(config, env, jax.tree.map(lambda x: x[seed], network_params),
-                                    deterministic=True) for seed in range(num_seeds)]
+    trained = harness.train_seeds(ppo, ppo.PPOConfig(total_timesteps=total_timesteps), env, params,
+                                  num_seeds, label="PPO", quiet=quiet)
+    ppo_policies, curves = trained.policies, trained.curves
     baseline_policies = {"myopic oracle": baselines.myopic_oracle(env, params),
                          "popularity": baselines.popularity_policy(env, params),
                          "random": baselines.random_policy(env, params)}
@@ -51,26 +44,27 @@ def run(num_seeds: int, total_timesteps: int, eval_episodes: int, out: Path) -> 
                for name, metrics in per_seed.items()}
     ab = compare(env, params, baseline_policies["myopic oracle"], ppo_policies[0], jax.random.key(1000),
                  eval_episodes)
-    write_table(summary, ab, num_seeds, total_timesteps, eval_episodes, train_s, out / "rec_long_term.md")
+    write_table(summary, ab, num_seeds, total_timesteps, eval_episodes, trained,
+                out / "rec_long_term.md")
     plot(curves, summary, out / "rec_long_term.png")
     return summary
 
 
-def write_table(summary, ab, num_seeds, total_timesteps, eval_episodes, train_s, path: Path) -> None:
+def write_table(summary, ab, num_seeds, total_timesteps, eval_episodes, trained, path: Path) -> None:
     ppo_ret, oracle_ret = summary["PPO"]["return"], summary["myopic oracle"]["return"]
     gain = ppo_ret[0] / oracle_ret[0] - 1.0
     separated = ppo_ret[1] > oracle_ret[2]
     lines = [
         "# Long-term value on ShopperRec-v0", "",
         f"PPO: {total_timesteps:,} env steps per seed, {num_seeds} seeds (keys 0..{num_seeds - 1}), "
-        f"trained in {train_s:.0f} s (vmapped, compile included). Each policy evaluated on "
-        f"{eval_episodes} episodes per seed, greedy, same episodes for every policy. "
+        f"vmapped, compile {trained.compile_s:.0f} s, run {trained.run_s:.0f} s. Each policy "
+        f"evaluated on {eval_episodes} episodes per seed, greedy, same episodes for every policy. "
         "Mean over seeds [95% t-interval].", "",
         "| policy | return | session length | clicks | purchases | revenue |",
         "|---|---|---|---|---|---|",
     ]
     for name, stats in summary.items():
-        cells = [f"{stats[m][0]:.2f} [{stats[m][1]:.2f}, {stats[m][2]:.2f}]" for m in METRICS]
+        cells = [harness.cell(stats[m], ".2f") for m in METRICS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", f"PPO vs myopic oracle on return: {gain:+.1%}; intervals "
               f"{'do not overlap' if separated else 'overlap'}. "
@@ -78,9 +72,7 @@ def write_table(summary, ab, num_seeds, total_timesteps, eval_episodes, train_s,
               "", "A/B on common random numbers, PPO seed 0 vs myopic oracle, "
               f"{eval_episodes} paired episodes (key 1000):", "",
               comparison_table(ab, ("myopic oracle", "PPO"))]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    harness.write_table(lines, path)
 
 
 def plot(curves, summary, path: Path) -> None:
@@ -91,20 +83,16 @@ def plot(curves, summary, path: Path) -> None:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 seeds and a shorter run (CPU, minutes)")
-    parser.add_argument("--seeds", type=int, default=None)
+    parser = harness.make_parser(__doc__, "3 seeds and a shorter run (CPU, minutes)")
     parser.add_argument("--total-steps", type=int, default=None)
     parser.add_argument("--episodes", type=int, default=None, help="evaluation episodes per seed")
-    parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
-    seeds = args.seeds or (3 if args.quick else 5)
+    seeds = harness.num_seeds(args)
     total = args.total_steps or (ppo.PPOConfig().total_timesteps // (2 if args.quick else 1))
     episodes = args.episodes or (500 if args.quick else 2000)
     if seeds < 2 or total < 1 or episodes < 1:
         parser.error("--seeds must be >= 2 (for an interval); --total-steps and --episodes positive")
-    return run(seeds, total, episodes, args.out)
-
+    return run(seeds, total, episodes, args.out, args.quiet)
 
 if __name__ == "__main__":
     main()

@@ -11,23 +11,22 @@ least 0.05 times per episode (exact expected visits on the model). Writes
     python -m experiments.tabular_toyrec [--quick]
 """
 
-import argparse
-import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+from experiments import _harness as harness  # first: sets the XLA CPU flag before jax starts
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matplotlib.figure import Figure
 
-import ecomrl_jax  # noqa: E402
-from ecomrl_jax import mdp  # noqa: E402
-from ecomrl_jax.learners import tabular  # noqa: E402
-from ecomrl_jax.learners.loop import run_updates  # noqa: E402
-from ecomrl_jax.evaluation import confidence_interval  # noqa: E402
+import ecomrl_jax
+from ecomrl_jax import mdp
+from ecomrl_jax.evaluation import confidence_interval
+from ecomrl_jax.learners import tabular
+from ecomrl_jax.learners.loop import run_updates
+from ecomrl_jax.logging import ProgressBar
 
 VISITED = 0.05  # expected visits per episode for a (state, action) pair to count as visited
 ALGOS = {"Q-learning": tabular.QLearningConfig, "SARSA": tabular.SARSAConfig}
@@ -36,7 +35,8 @@ ALGOS = {"Q-learning": tabular.QLearningConfig, "SARSA": tabular.SARSAConfig}
 HYPERPARAMETERS = dict(alpha=0.05, gamma=0.9, epsilon=0.2, num_envs=64, num_steps=25)
 
 
-def run(num_seeds: int, total_timesteps: int, num_points: int, out: Path) -> dict:
+def run(num_seeds: int, total_timesteps: int, num_points: int, out: Path,
+        quiet: bool = False) -> dict:
     env, params = ecomrl_jax.make("ToyRec-v0")
     model, rewards, d0 = jax.jit(lambda p: (env.successors(p), env.reward_matrix(p),
                                             env.initial_state_distribution(p)))(params)
@@ -71,8 +71,12 @@ def run(num_seeds: int, total_timesteps: int, num_points: int, out: Path) -> dic
         state = jax.jit(jax.vmap(learner.init))(keys)
         train_chunk = jax.jit(jax.vmap(lambda s: run_updates(learner, s, chunk)))
         points, returns = [], []
-        for i in range(min(num_points, learner.num_updates)):
+        num_chunks = min(num_points, learner.num_updates)
+        progress = ProgressBar(num_chunks * chunk, learner.steps_per_update, num_seeds, label=name,
+                               quiet=quiet)
+        for i in range(num_chunks):
             state, metrics = train_chunk(state)
+            progress.update((i + 1) * chunk, metrics)
             j, err_visited, err_start = measure(state.q_table, metrics["epsilon"][0, -1])
             points.append(((i + 1) * chunk * learner.steps_per_update, np.asarray(j),
                            np.asarray(err_visited), np.asarray(err_start)))
@@ -86,11 +90,6 @@ def run(num_seeds: int, total_timesteps: int, num_points: int, out: Path) -> dic
     write_table(results, j_star, num_seeds, out / "tabular_toyrec.md")
     plot(results, j_star, out / "tabular_toyrec.png")
     return results
-
-
-def _ci(x) -> str:
-    mean, low, high = confidence_interval(x)
-    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def write_table(results: dict, j_star: float, num_seeds: int, path: Path):
@@ -113,12 +112,10 @@ def write_table(results: dict, j_star: float, num_seeds: int, path: Path):
         "|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
-        lines.append(f"| {name} | {_ci(r['j'][:, -1])} | {_ci(r['j'][:, -1] / j_star)} | "
-                     f"{_ci(r['err_visited'][:, -1])} | {_ci(r['err_start'][:, -1])} | "
-                     f"{_ci(r['return'][:, -1])} | {r['seconds']:.0f} |")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        cells = [harness.ci_cell(x[:, -1]) for x in (r["j"], r["j"] / j_star, r["err_visited"],
+                                                     r["err_start"], r["return"])]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['seconds']:.0f} |")
+    harness.write_table(lines, path)
 
 
 def plot(results: dict, j_star: float, path: Path) -> None:
@@ -138,26 +135,21 @@ def plot(results: dict, j_star: float, path: Path) -> None:
     for ax in (ax_j, ax_err):
         ax.legend()
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path.with_suffix('.md')} and {path}")
+    harness.save_figure(fig, path)
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 seeds, 1M steps (under a minute)")
-    parser.add_argument("--seeds", type=int, default=None)
+    parser = harness.make_parser(__doc__, "3 seeds, 1M steps (under a minute)")
     parser.add_argument("--total-steps", type=int, default=None)
     parser.add_argument("--points", type=int, default=20, help="evaluations along training")
-    parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
-    seeds = args.seeds or (3 if args.quick else 5)
+    seeds = harness.num_seeds(args)
     total = args.total_steps or (1_000_000 if args.quick else 4_000_000)
     one_update = HYPERPARAMETERS["num_envs"] * HYPERPARAMETERS["num_steps"]
     if seeds < 2 or total < one_update or args.points < 1:
         parser.error("--seeds must be >= 2 (for an interval), --total-steps at least one update, "
                      "--points >= 1")
-    return run(seeds, total, args.points, args.out)
+    return run(seeds, total, args.points, args.out, args.quiet)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,4 @@
-"""Test-wide setup: XLA CPU flag that avoids deadlocks in jit(vmap(train)) over seeds."""
+"""Test-wide setup: importing ecomrl_jax first adds the XLA CPU flag that avoids deadlocks in
+jit(vmap(train)) over seeds (ecomrl_jax/xla.py), before any test module starts jax."""
 
-import os
-
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+import ecomrl_jax  # noqa: F401

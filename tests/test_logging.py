@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from ecomrl_jax.logging import MetricsWriter, ProgressBar, plot_learning_curve
+from ecomrl_jax.logging import (PROGRESS_CHUNKS, MetricsWriter, ProgressBar, chunk_sizes,
+                                plot_learning_curve)
 
 SEEDS = 2
 
@@ -108,11 +109,48 @@ def test_progress_bar_line(monkeypatch):
     clock = iter([10.0, 12.0, 13.0])  # construction, then two updates
     monkeypatch.setattr("ecomrl_jax.logging.time.perf_counter", lambda: next(clock))
     stream = io.StringIO()
-    bar = ProgressBar(1000, stream=stream, initial_env_steps=200, num_seeds=4)
-    bar.update(500, chunk(0, 2))
-    bar.update(1000, {"episode_return": np.full((SEEDS, 1), np.nan)})
+    bar = ProgressBar(10, steps_per_unit=100, num_runs=4, initial=2, label="PPO", stream=stream)
+    bar.update(5, chunk(0, 2))
+    bar.update(10, {"episode_return": np.full((SEEDS, 1), np.nan)})
     first, second = stream.getvalue().splitlines()
-    assert "500/1,000 env steps" in first and "50.0%" in first
-    assert "600 steps/s" in first  # (500 - 200) steps per seed in 2 s, 4 seeds
+    assert first.startswith("PPO [") and "5/10 updates" in first and "50.0%" in first
+    assert "600 env steps/s" in first  # 3 updates x 100 steps per seed in 2 s, 4 seeds
     assert "ETA 0m03s" in first and "episode_return 2 " in first + " "  # seeds' latest returns 1, 3
-    assert "100.0%" in second and "2,000 steps/s" in second and "episode_return n/a" in second
+    assert "100.0%" in second and "2,000 env steps/s" in second and "episode_return n/a" in second
+
+
+def test_progress_bar_writes_tenths_to_a_file_and_nothing_when_quiet():
+    stream = io.StringIO()
+    bar = ProgressBar(50, stream=stream)
+    for done in range(1, 51):
+        bar.update(done)
+    lines = stream.getvalue().splitlines()
+    assert [line.split()[1] for line in lines] == [f"{5 * k}/50" for k in range(1, 11)]
+    quiet = io.StringIO()
+    line = ProgressBar(4, stream=quiet, quiet=True).update(4)
+    assert quiet.getvalue() == "" and "4/4 updates" in line
+
+
+def test_chunk_sizes_give_one_size_and_at_most_one_shorter_last():
+    assert list(chunk_sizes(10, count=4)) == [3, 3, 3, 1]
+    assert list(chunk_sizes(3, count=50)) == [1, 1, 1]
+    assert list(chunk_sizes(10, done=6, count=4)) == [3, 1]  # resumed at a chunk boundary
+    assert list(chunk_sizes(10, done=10)) == []
+    for total in (1, 7, 49, 50, 51, 488, 10_001):
+        sizes = list(chunk_sizes(total))
+        assert sum(sizes) == total and len(set(sizes[:-1])) <= 1 and sizes[-1] <= sizes[0]
+        assert len(sizes) <= PROGRESS_CHUNKS
+
+
+def test_progress_bar_redraws_one_line_on_a_terminal():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    bar = ProgressBar(3, stream=stream)
+    for done in (1, 2, 3):
+        bar.update(done)
+    text = stream.getvalue()
+    assert text.count("\r") == 3 and text.endswith("\n") and text.count("\n") == 1
+    assert "1/3 updates" in text and "3/3 updates" in text
