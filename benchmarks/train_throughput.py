@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 import ecomrl_jax  # sets the XLA CPU flag before jax starts (ecomrl_jax/xla.py)
-from ecomrl_jax.cli import ALGOS
+from ecomrl_jax.learners import LEARNERS
 
 TABULAR_ENV = "ToyRec-v0"
 
@@ -31,7 +31,7 @@ def env_for(algo: str, env_id: str | None) -> str:
 
 def measure(algo: str, env_id: str, num_seeds: int, total_timesteps: int) -> dict:
     """Compile seconds and env steps/s (all seeds together) of one training run, vmapped over seeds."""
-    config_cls, module = ALGOS[algo]
+    config_cls, module = LEARNERS[algo]
     env, params = ecomrl_jax.make(env_id)
     config = config_cls(total_timesteps=total_timesteps)
     train = module.make_train(config, env, params)
@@ -52,15 +52,15 @@ def measure(algo: str, env_id: str, num_seeds: int, total_timesteps: int) -> dic
 
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--algos", nargs="+", default=sorted(ALGOS), help="learners (default: all)")
+    parser.add_argument("--algos", nargs="+", default=sorted(LEARNERS), help="learners (default: all)")
     parser.add_argument("--env", default=None, help="one env for every learner (default: see above)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--total-steps", type=int, default=262_144, help="env steps per seed")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.algos) - set(ALGOS))
+    unknown = sorted(set(args.algos) - set(LEARNERS))
     if unknown:
-        parser.error(f"unknown learners {unknown}; choose from {sorted(ALGOS)}")
+        parser.error(f"unknown learners {unknown}; choose from {sorted(LEARNERS)}")
     if args.env is not None and args.env not in ecomrl_jax.list_envs():
         parser.error(f"unknown env {args.env!r}; registered: {ecomrl_jax.list_envs()}")
     if any(s < 1 for s in args.seeds) or args.total_steps < 1:

@@ -12,7 +12,7 @@ import numpy as np
 
 import ecomrl_jax
 from ecomrl_jax import benchmark, checkpoint, evaluation, sweep
-from ecomrl_jax.learners import LEARNERS as ALGOS
+from ecomrl_jax.learners import LEARNERS
 from ecomrl_jax.learners.loop import run_updates
 from ecomrl_jax.logging import MetricsWriter, ProgressBar, chunk_sizes, plot_learning_curve
 
@@ -47,14 +47,14 @@ def parse_overrides(pairs: list[str], config_cls) -> dict:
 def check_env_and_algo(args) -> None:
     if args.env not in ecomrl_jax.list_envs():
         raise UsageError(f"unknown --env {args.env!r}; choose from {ecomrl_jax.list_envs()}")
-    if args.algo not in ALGOS:
-        raise UsageError(f"unknown --algo {args.algo!r}; choose from {sorted(ALGOS)}")
+    if args.algo not in LEARNERS:
+        raise UsageError(f"unknown --algo {args.algo!r}; choose from {sorted(LEARNERS)}")
 
 
 def build(run: dict):
     """Env, params, config and learner from a run description (also stored with checkpoints)."""
     env, params = ecomrl_jax.make(run["env"])
-    config_cls, module = ALGOS[run["algo"]]
+    config_cls, module = LEARNERS[run["algo"]]
     config = config_cls(**run["config"])
     config.validate()
     return env, params, module, config, module.make_learner(config, env, params)
@@ -62,7 +62,7 @@ def build(run: dict):
 
 def cmd_list(args) -> None:
     print("environments: " + ", ".join(ecomrl_jax.list_envs()))
-    print("algorithms:   " + ", ".join(sorted(ALGOS)))
+    print("algorithms:   " + ", ".join(sorted(LEARNERS)))
 
 
 def cmd_train(args) -> None:
@@ -78,7 +78,7 @@ def cmd_train(args) -> None:
             raise UsageError("--seeds, --total-steps and --checkpoints must be positive")
         if (out / RUN_FILE).exists():
             raise UsageError(f"{out} already holds a run; use --resume or another --out")
-        config_cls = ALGOS[args.algo][0]
+        config_cls = LEARNERS[args.algo][0]
         config = parse_overrides(args.set, config_cls)
         if args.total_steps is not None:
             config["total_timesteps"] = args.total_steps
@@ -173,7 +173,7 @@ def cmd_sweep(args) -> None:
     check_env_and_algo(args)
     if args.seeds < 1 or (args.chunk_size is not None and args.chunk_size < 1):
         raise UsageError("--seeds and --chunk-size must be positive")
-    config_cls, module = ALGOS[args.algo]
+    config_cls, module = LEARNERS[args.algo]
     grid = parse_grid(args.grid, config_cls)
     base = {**parse_overrides(args.set, config_cls), "total_timesteps": args.total_steps}
     env, params = ecomrl_jax.make(args.env)
