@@ -17,22 +17,19 @@ Writes `results/supply_chain.md` and `results/supply_chain.png`.
     python -m experiments.supply_chain [--quick]
 """
 
-import argparse
-import os
-import time
 from pathlib import Path
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+from experiments import _harness as harness  # first: sets the XLA CPU flag before jax starts
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from gymnax.wrappers.purerl import GymnaxWrapper  # noqa: E402
+import jax
+import numpy as np
 
-import ecomrl_jax  # noqa: E402
-from ecomrl_jax.learners import dqn, ppo  # noqa: E402
-from ecomrl_jax.envs.inventory import foresight, policies  # noqa: E402
-from ecomrl_jax.evaluation import confidence_interval, evaluate  # noqa: E402
-from ecomrl_jax.logging import metric_rows, plot_learning_curve  # noqa: E402
+import ecomrl_jax
+from ecomrl_jax.envs.inventory import foresight, policies
+from ecomrl_jax.evaluation import confidence_interval, evaluate
+from ecomrl_jax.learners import dqn, ppo
+from ecomrl_jax.logging import metric_rows, plot_learning_curve
+from ecomrl_jax.wrappers import ScaleReward
 
 REWARD_SCALE = 10.0
 ORDER_GRID = (0.0, 10.0, 20.0, 30.0, 40.0, 60.0)
@@ -50,18 +47,6 @@ OR_GYM = {"backlog": {"PPO": 438.8, "base-stock (grid)": 388.0, ORACLE: 546.8},
           "lost sales": {"PPO": 409.8, "base-stock (grid)": 378.5, ORACLE: 542.7}}
 
 
-class ScaledReward(GymnaxWrapper):
-    """The wrapped env with its reward divided by `scale` (info, hence every metric, unchanged)."""
-
-    def __init__(self, env, scale: float = REWARD_SCALE):
-        super().__init__(env)
-        self.scale = scale
-
-    def step(self, key, state, action, params=None):
-        obs, state, reward, terminated, truncated, info = self._env.step(key, state, action, params)
-        return obs, state, reward / self.scale, terminated, truncated, info
-
-
 def episode_metrics(env, params, policy, episodes: int) -> dict:
     """Per-episode discounted (OR-Gym's reward) and undiscounted profit on the key-2 episodes."""
     out = evaluate(env, params, policy, jax.random.key(2), episodes)
@@ -75,18 +60,7 @@ def oracle_metrics(env, params, episodes: int) -> dict:
     return {m: np.array([getattr(s, m) for s in solutions]) for m in METRICS}
 
 
-def train_seeds(module, config, env, params, num_seeds: int):
-    """Vmapped training; (greedy policy per seed, learning curves, seconds)."""
-    start = time.perf_counter()
-    train = jax.jit(jax.vmap(module.make_train(config, env, params)))
-    state, curves = jax.block_until_ready(train(jax.random.split(jax.random.key(0), num_seeds)))
-    weights = module.network_params(state)
-    seeds = [module.make_policy(config, env, jax.tree.map(lambda x: x[i], weights), deterministic=True)
-             for i in range(num_seeds)]
-    return seeds, curves, time.perf_counter() - start
-
-
-def run_variant(env, params, learners, num_seeds, search_episodes, episodes):
+def run_variant(env, params, learners, num_seeds, search_episodes, episodes, quiet):
     """(summary: policy -> metric -> (mean, low, high), notes, PPO curves, oracle gap): the gap
     is the least oracle - policy discounted profit over every episode (and seed), >= 0.
     `learners`: name -> (module, config, env to train on)."""
@@ -103,8 +77,10 @@ def run_variant(env, params, learners, num_seeds, search_episodes, episodes):
     gap = np.min(oracle["discounted_profit"] - base["discounted_profit"])
     curves = None
     for name, (module, config, learn_env) in learners.items():
-        seeds, seed_curves, seconds = train_seeds(module, config, learn_env, params, num_seeds)
-        per_seed = [episode_metrics(learn_env, params, p, episodes) for p in seeds]
+        trained = harness.train_seeds(module, config, learn_env, params, num_seeds, label=name,
+                                      quiet=quiet)
+        seed_curves, seconds = trained.curves, trained.compile_s + trained.run_s
+        per_seed = [episode_metrics(learn_env, params, p, episodes) for p in trained.policies]
         summary[name] = {m: confidence_interval([s[m].mean() for s in per_seed]) for m in METRICS}
         notes[name] = f"{config.total_timesteps:,} steps/seed, {seconds:.0f} s"
         gap = min(gap, *(np.min(oracle["discounted_profit"] - s["discounted_profit"])
@@ -113,13 +89,14 @@ def run_variant(env, params, learners, num_seeds, search_episodes, episodes):
     return summary, notes, curves, float(gap)
 
 
-def run(learners, num_seeds, search_episodes, episodes, out: Path) -> dict:
+def run(learners, num_seeds, search_episodes, episodes, out: Path, quiet: bool = False) -> dict:
     """Both variants with the same env objects (one compilation of each evaluation program)."""
     env, params = ecomrl_jax.make("SupplyChain-v1")
-    learners = {name: (module, config, ScaledReward(ecomrl_jax.make("SupplyChain-v1", **kwargs)[0]))
+    learners = {name: (module, config, ScaleReward(ecomrl_jax.make("SupplyChain-v1", **kwargs)[0],
+                                                            REWARD_SCALE))
                 for name, (module, config, kwargs) in learners.items()}
     results = {variant: run_variant(env, params.replace(backlog=backlog), learners, num_seeds,
-                                    search_episodes, episodes)
+                                    search_episodes, episodes, quiet)
                for variant, backlog in VARIANTS.items()}
     write_table(results, num_seeds, search_episodes, episodes, out / "supply_chain.md")
     plot(*results["backlog"][:3], out / "supply_chain.png")
@@ -184,15 +161,12 @@ def plot(summary, notes, curves, path: Path) -> None:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 seeds and shorter runs (CPU, minutes)")
-    parser.add_argument("--seeds", type=int, default=None)
+    parser = harness.make_parser(__doc__, "3 seeds and shorter runs (CPU, minutes)")
     parser.add_argument("--total-steps", type=int, default=None, help="PPO env steps per seed")
     parser.add_argument("--dqn-steps", type=int, default=None, help="DQN env steps per seed (0: no DQN)")
     parser.add_argument("--episodes", type=int, default=None, help="evaluation episodes")
-    parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
-    seeds = args.seeds or (3 if args.quick else 5)
+    seeds = harness.num_seeds(args)
     total = args.total_steps or (500_000 if args.quick else 5_000_000)
     dqn_steps = (150_000 if args.quick else 1_000_000) if args.dqn_steps is None else args.dqn_steps
     episodes = args.episodes or (500 if args.quick else 2000)
@@ -203,7 +177,7 @@ def main(argv=None) -> dict:
     if dqn_steps:
         learners["DQN"] = (dqn, DQN_CONFIG.replace(total_timesteps=dqn_steps),
                            {"order_grid": ORDER_GRID})
-    return run(learners, seeds, 32 if args.quick else 64, episodes, args.out)
+    return run(learners, seeds, 32 if args.quick else 64, episodes, args.out, args.quiet)
 
 
 if __name__ == "__main__":
