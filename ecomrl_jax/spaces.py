@@ -44,7 +44,11 @@ class Slate(spaces.Space):
 def check_action(env_name: str, action, shape: tuple[int, ...], integer: bool) -> jax.Array:
     """`action` as an array once its static shape and dtype are right (checked at trace time):
     a wrong shape is a ValueError, a non-integer where an index is expected a TypeError.
-    Range rules are each env's own (documented on its card)."""
+    Range rules are each env's own (documented on its card); each env class states its rule
+    for an out-of-range index in `out_of_range_action`: "clip" (acts as the nearest valid
+    index) or "ignore" (acts as doing nothing, whatever the index). A `Box` action is always
+    clipped to the box, NaN acting as its low end. Either way `info["invalid_actions"]`
+    counts the entries that broke the rule."""
     action = jnp.asarray(action)
     if integer and not jnp.issubdtype(action.dtype, jnp.integer):
         raise TypeError(f"{env_name} actions must be integers, got dtype {action.dtype}")
