@@ -1,13 +1,16 @@
 """The contract every registered env meets (DESIGN §3), parametrised over
 `ecomrl_jax.list_envs()`: a newly registered env gets these tests without writing one.
 
-Each env compiles one program: a jitted, vmapped rollout of random actions over a batch of
-params (the defaults with three keys, then every accepted bad-param variant), cached by env
-(envs compare by value, so separately made envs share the cache entry).
+Each env compiles one rollout program: random actions, jitted and vmapped over a batch of
+params (the defaults with keys 0, 1, 0, then every accepted bad-param variant), cached by env
+(envs compare by value, so separately made envs share the cache entry). Each env's invalid-action
+rule is its `out_of_range_action` (see `ecomrl_jax.spaces.check_action`); its params rules table
+is its `param_rules`.
 """
 
 import functools
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -26,9 +29,8 @@ EAGER_STEPS = 3  # steps replayed op by op without jit
 BAD_FLOATS = (math.nan, math.inf, -1.0, 0.0, 1e9)
 # Other constructor settings whose action space differs from the registered default.
 ACTION_VARIANTS = [
-    ("DynamicPricing-v0", {"continuous": True}), ("DynamicPricing-v0", {"num_products": 2}),
-    ("Inventory-v0", {"continuous": True}), ("AdBidding-v0", {"continuous": True}),
-    ("ShopperRec-v0", {"slate_size": 3}), ("SupplyChain-v0", {"order_grid": (0.0, 10.0)}),
+    ("DynamicPricing-v0", {"continuous": True}), ("Inventory-v0", {"continuous": True}),
+    ("AdBidding-v0", {"continuous": True}), ("ShopperRec-v0", {"slate_size": 3}),
 ]
 
 
@@ -146,8 +148,8 @@ def test_observations_actions_rewards_and_flags_follow_the_spaces(env_id):
             for x, leaf in zip(leaves, _space_leaves(obs_space)):
                 assert x.shape == lead + tuple(leaf.shape), env_id
                 assert x.dtype == np.dtype(leaf.dtype), env_id
-        assert bool(obs_space.contains(obs0))
-        assert np.all(jax.vmap(obs_space.contains)(records["obs"]))
+        for x, leaf in zip(jax.tree.leaves((obs0, records["obs"])), 2 * _space_leaves(obs_space)):
+            assert np.all(jax.vmap(leaf.contains)(x.reshape(-1, *leaf.shape))), env_id
         assert np.all(jax.vmap(env.action_space(params).contains)(records["action"]))
         assert records["reward"].shape == (num_steps,) and records["reward"].dtype == np.float32
         for flag in ("terminated", "truncated"):
@@ -186,7 +188,7 @@ def test_bad_float_params_are_refused_or_give_finite_rollouts(env_id):
     field, or every observation, reward and info entry of the rollout stays finite."""
     refused, accepted = _sweep(env_id)
     for field, value, message in refused:
-        assert f".{field} must" in message, (field, value, message)
+        assert re.search(rf"\b{field}\b", message), (field, value, message)
     _, params, _, _, out = _rollouts(env_id)
     for row, (field, value, _) in enumerate(accepted, start=NUM_DEFAULT_ROWS):
         obs0, records = _row(out, row)
@@ -290,7 +292,7 @@ def test_out_of_range_and_non_finite_actions_follow_the_documented_rule(env_id, 
     for bad, clipped in _bad_actions(space, valid):
         out = env.step(key, state, bad, params)
         assert float(out[-1]["invalid_actions"]) >= 1, (bad, out[-1]["invalid_actions"])
-        for x in jax.tree.leaves(out[:3]):
+        for x in jax.tree.leaves((out[0], out[2], out[5])):  # obs, reward, info
             assert np.all(np.isfinite(np.asarray(x, np.float64))), bad
         if env.out_of_range_action == "clip" or isinstance(space, spaces.Box):
             expected = env.step(key, state, clipped, params)
