@@ -8,12 +8,13 @@ function, and caches keyed on the env hold one entry per configuration, not per 
 
 import inspect
 
+import jax
 import numpy as np
 
 
 class CompareByArgs:
     """Equal and hash equal when of the same class and built with the same constructor
-    arguments (defaults filled in; lists and arrays compared as tuples)."""
+    arguments (defaults filled in; lists and arrays compared as tuples, **kwargs as items)."""
 
     def __new__(cls, *args, **kwargs):
         self = super().__new__(cls)
@@ -31,7 +32,12 @@ class CompareByArgs:
 
 
 def _hashable(value):
-    if isinstance(value, (list, tuple, np.ndarray)):
+    """`value` with lists and arrays as tuples and dicts (e.g. **kwargs) as sorted items."""
+    if isinstance(value, (np.ndarray, jax.Array)):
+        value = np.asarray(value).tolist()
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
         return tuple(_hashable(v) for v in value)
     return value
 
