@@ -64,12 +64,20 @@ def _episode(env, params, key, num_steps, eager_steps=0):
     return obs, jax.tree.map(lambda *xs: jnp.stack(xs), *records)
 
 
+QUICK = {"xla_backend_optimization_level": 0}  # quick to compile, slow to run: runs are short
+
+
 @functools.cache
 def _batched_episodes(env, num_steps):
-    """`(params batch, keys) -> episodes`, jitted once per env configuration (quick to
-    compile, slow to run: the rollouts are short)."""
+    """`(params batch, keys) -> episodes`, jitted once per env configuration."""
     return jax.jit(jax.vmap(functools.partial(_episode, env, num_steps=num_steps)),
-                   compiler_options={"xla_backend_optimization_level": 0})
+                   compiler_options=QUICK)
+
+
+@functools.cache
+def _quick_step(env):
+    """`env.step`, compiled quickly, once per env configuration."""
+    return jax.jit(env.step, compiler_options=QUICK)
 
 
 def _float_fields(params) -> list[str]:
@@ -166,7 +174,7 @@ def test_vmapped_jitted_rollout_equals_an_eager_loop(env_id):
     """Rows of the jitted, vmapped rollout equal unbatched episodes run op by op without jit
     (vmap == loop and jit == no-jit), default params and a bad-param variant alike."""
     env, params, batch, keys, out = _rollouts(env_id)
-    for i in {0, 1, len(keys) - 1}:
+    for i in (0, len(keys) - 1):
         row_params = jax.tree.map(lambda x: x[i], batch)
         eager = _episode(env, row_params, keys[i], _num_steps(params), EAGER_STEPS)
         _assert_close(eager, _row(out, i, slice(EAGER_STEPS)))
@@ -224,12 +232,10 @@ def test_envs_made_alike_are_equal_and_share_compiled_code(env_id):
     assert a is not b and a == b and hash(a) == hash(b)
     assert a != object() and a != type("Other", (type(a),), {})()
     key = jax.random.key(0)
-    _, state = a.reset(key, params)
-    action = a.action_space(params).sample(key)
-    a.step(key, state, action, params)
-    compiled = environment.Environment.step._cache_size()
-    b.step(key, state, action, params)  # gymnax's step is jitted with the env static
-    assert environment.Environment.step._cache_size() == compiled
+    a.reset(key, params)
+    compiled = environment.Environment.reset._cache_size()
+    b.reset(key, params)  # gymnax's reset (and step) are jitted with the env static
+    assert environment.Environment.reset._cache_size() == compiled
 
     traces = []
 
@@ -288,14 +294,14 @@ def test_out_of_range_and_non_finite_actions_follow_the_documented_rule(env_id, 
     if isinstance(space, spaces.Box):
         middle = (np.asarray(space.low) + np.asarray(space.high)) / 2
         valid = jnp.asarray(np.broadcast_to(middle, space.shape), jnp.float32)
-    steps = []
+    step, steps = _quick_step(env), []
     for bad, clipped in _bad_actions(space, valid):
-        out = env.step(key, state, bad, params)
+        out = step(key, state, bad, params)
         assert float(out[-1]["invalid_actions"]) >= 1, (bad, out[-1]["invalid_actions"])
         for x in jax.tree.leaves((out[0], out[2], out[5])):  # obs, reward, info
             assert np.all(np.isfinite(np.asarray(x, np.float64))), bad
         if env.out_of_range_action == "clip" or isinstance(space, spaces.Box):
-            expected = env.step(key, state, clipped, params)
+            expected = step(key, state, clipped, params)
             _assert_close(out[:5], expected[:5])
         steps.append(out)
     if env.out_of_range_action == "ignore" and not isinstance(space, spaces.Box):
@@ -303,6 +309,6 @@ def test_out_of_range_and_non_finite_actions_follow_the_documented_rule(env_id, 
             _assert_close(out, steps[0])
     if not isinstance(space, spaces.Box):
         with pytest.raises(TypeError, match="integers"):
-            env.step(key, state, valid.astype(jnp.float32), params)
+            step(key, state, valid.astype(jnp.float32), params)
     with pytest.raises(ValueError, match="shape"):
-        env.step(key, state, jnp.stack([valid, valid]), params)
+        step(key, state, jnp.stack([valid, valid]), params)
