@@ -2,8 +2,9 @@
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from gymnax.environments import spaces
+
+from ecomrl_jax.rules import POSITIVE_INT, check_value
 
 
 class Slate(spaces.Space):
@@ -14,13 +15,11 @@ class Slate(spaces.Space):
     """
 
     def __init__(self, num_candidates: int, slate_size: int):
-        for name, value in (("num_candidates", num_candidates), ("slate_size", slate_size)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise ValueError(f"{name} must be an int, got {value!r}")
-        if not 1 <= slate_size <= num_candidates:
-            raise ValueError(
-                f"slate_size must be in [1, num_candidates={num_candidates}], got {slate_size}"
-            )
+        check_value(num_candidates, POSITIVE_INT, "Slate.num_candidates")
+        check_value(slate_size, POSITIVE_INT, "Slate.slate_size")
+        if slate_size > num_candidates:
+            raise ValueError(f"Slate.slate_size must be <= num_candidates={num_candidates}, "
+                             f"got {slate_size}")
         self.n = num_candidates
         self.slate_size = slate_size
         self.shape = (slate_size,)
@@ -44,7 +43,11 @@ class Slate(spaces.Space):
 def check_action(env_name: str, action, shape: tuple[int, ...], integer: bool) -> jax.Array:
     """`action` as an array once its static shape and dtype are right (checked at trace time):
     a wrong shape is a ValueError, a non-integer where an index is expected a TypeError.
-    Range rules are each env's own (documented on its card)."""
+    Range rules are each env's own (documented on its card); each env class states its rule
+    for an out-of-range index in `out_of_range_action`: "clip" (acts as the nearest valid
+    index) or "ignore" (acts as doing nothing, whatever the index). A `Box` action is always
+    clipped to the box, NaN acting as its low end. Either way `info["invalid_actions"]`
+    counts the entries that broke the rule."""
     action = jnp.asarray(action)
     if integer and not jnp.issubdtype(action.dtype, jnp.integer):
         raise TypeError(f"{env_name} actions must be integers, got dtype {action.dtype}")
@@ -59,9 +62,8 @@ class MultiDiscrete(spaces.Space):
     """`size` independent indices, each in [0, n) (e.g. one price-grid index per product)."""
 
     def __init__(self, n: int, size: int):
-        for name, value in (("n", n), ("size", size)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_value(n, POSITIVE_INT, "MultiDiscrete.n")
+        check_value(size, POSITIVE_INT, "MultiDiscrete.size")
         self.n = n
         self.size = size
         self.shape = (size,)

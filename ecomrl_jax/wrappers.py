@@ -1,5 +1,6 @@
 """Wrappers: episode statistics, observation flattening and normalisation, reward scaling,
-legacy 5-tuple step."""
+legacy 5-tuple step. A wrapper compares by its inner env and arguments, like the envs, so it
+can be a static argument of a jitted function without recompiling per object."""
 
 from functools import partial
 from typing import Any
@@ -10,6 +11,8 @@ import numpy as np
 from flax import struct
 from gymnax.environments import spaces
 from gymnax.wrappers.purerl import GymnaxWrapper
+
+from ecomrl_jax.envs._base import CompareByArgs
 
 # info entries that are bookkeeping (gymnax's and EpisodeStatistics'), not business metrics
 NON_METRIC_INFO_KEYS = ("terminated", "truncated", "final_observation", "discount", "episode_done")
@@ -29,7 +32,7 @@ class EpisodeStatisticsState:
     last: dict  # the same sums for the most recently finished episode
 
 
-class EpisodeStatistics(GymnaxWrapper):
+class EpisodeStatistics(CompareByArgs, GymnaxWrapper):
     """Sums reward, length and the env's business metrics over each episode.
 
     `info["episode"]` holds the totals of the most recently finished episode and
@@ -85,7 +88,7 @@ def flatten(obs) -> jax.Array:
     return jnp.concatenate([jnp.ravel(x).astype(jnp.float32) for x in jax.tree.leaves(obs)])
 
 
-class FlattenObservation(GymnaxWrapper):
+class FlattenObservation(CompareByArgs, GymnaxWrapper):
     """Observations (any pytree of arrays) become one flat float32 vector, see `flatten`.
 
     For ShopperRec-v0 the order is candidates (row-major), history (row-major), time.
@@ -122,7 +125,7 @@ class NormalizeObservationState:
     count: jax.Array  # number of observations folded in, starting at COUNT_INIT
 
 
-class NormalizeObservation(GymnaxWrapper):
+class NormalizeObservation(CompareByArgs, GymnaxWrapper):
     """Running mean/variance normalisation of every observation leaf (cast to float32).
 
     Normalises each element of each leaf of a pytree observation (dict observations stay
@@ -202,7 +205,7 @@ class NormalizeObservation(GymnaxWrapper):
         return self._normalize(state, obs), state, reward, terminated, truncated, info
 
 
-class ScaleReward(GymnaxWrapper):
+class ScaleReward(CompareByArgs, GymnaxWrapper):
     """Reward `(reward - shift) / scale`, for learners that need O(1) rewards (e.g. PPO's value
     loss on money-valued rewards). Observations, states and `info` are unchanged, so business
     metrics such as revenue stay in the env's own units."""
@@ -220,7 +223,7 @@ class ScaleReward(GymnaxWrapper):
         return obs, state, (reward - self.shift) / self.scale, terminated, truncated, info
 
 
-class LegacyStepWrapper(GymnaxWrapper):
+class LegacyStepWrapper(CompareByArgs, GymnaxWrapper):
     """Old gymnax's 5-tuple step: `(obs, state, reward, done, info)`, done = terminated | truncated.
 
     `reset` is unchanged and `info` keeps "terminated" and "truncated". Put it outermost:

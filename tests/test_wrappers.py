@@ -289,3 +289,20 @@ def test_evaluate_runs_on_an_episode_statistics_wrapped_env(shopper):
     policy = jax.tree_util.Partial(lambda key, obs, state, params: jax.numpy.int32(0))
     episodes = evaluate(EpisodeStatistics(env), params, policy, jax.random.key(0), 3)
     assert set(episodes) == {"return", "length", "clicks", "purchases", "revenue", "invalid_actions"}
+
+
+def test_wrappers_compare_by_inner_env_and_arguments(shopper):
+    """Wrappers made alike are equal and hash equal, so a jitted wrapper method (the wrapper is
+    its static `self`) compiles once for both."""
+    env, params = shopper
+    other = ecomrl_jax.make("ShopperRec-v0", **SHORT)[0]
+    a, b = EpisodeStatistics(FlattenObservation(env)), EpisodeStatistics(FlattenObservation(other))
+    assert a == b and hash(a) == hash(b)
+    assert ScaleReward(env, 2.0) == ScaleReward(other, scale=2.0)
+    assert ScaleReward(env, 2.0) != ScaleReward(env, 3.0)
+    assert NormalizeObservation(env) != NormalizeObservation(env, axis_name="envs")
+    assert EpisodeStatistics(env) != LegacyStepWrapper(env)
+    a.reset(jax.random.key(0), params)
+    compiled = EpisodeStatistics.reset._cache_size()
+    b.reset(jax.random.key(1), params)
+    assert EpisodeStatistics.reset._cache_size() == compiled

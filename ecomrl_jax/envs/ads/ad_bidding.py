@@ -14,6 +14,9 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from ecomrl_jax.envs._base import CompareByArgs, check_shapes
+from ecomrl_jax.rules import (FINITE, NON_NEGATIVE, POSITIVE, POSITIVE_INT, check, check_value,
+                              in_range)
 from ecomrl_jax.spaces import check_action
 
 RECENT_DECAY = 0.7  # smoothing of the observed recent win rate and cost
@@ -55,32 +58,46 @@ class EnvParams:
     max_steps_in_episode: int = 96
 
 
-SCALAR_PARAM_FIELDS = (
-    "daily_budget", "max_multiplier", "ctr_median", "ctr_sigma", "cvr_median", "cvr_sigma",
-    "value_per_click", "value_per_conversion", "price_median", "price_sigma",
-    "price_value_corr", "competition_amplitude", "competition_peak", "traffic_base",
-    "traffic_amplitude", "traffic_peak", "day_traffic_sigma", "day_price_sigma",
-    "max_steps_in_episode",
-)
-POSITIVE_FIELDS = ("daily_budget", "max_multiplier", "ctr_median", "cvr_median", "price_median")
-NON_NEGATIVE_FIELDS = ("ctr_sigma", "cvr_sigma", "value_per_click", "value_per_conversion",
-                       "price_sigma", "competition_amplitude", "traffic_amplitude",
-                       "day_traffic_sigma", "day_price_sigma")
+# Valid values of every field (checked by `validate_params`, outside jit).
+PARAM_RULES = {
+    "bid_multipliers": NON_NEGATIVE,
+    "daily_budget": POSITIVE,
+    "max_multiplier": POSITIVE,
+    "ctr_median": POSITIVE,
+    "ctr_sigma": NON_NEGATIVE,
+    "cvr_median": POSITIVE,
+    "cvr_sigma": NON_NEGATIVE,
+    "value_per_click": NON_NEGATIVE,
+    "value_per_conversion": NON_NEGATIVE,
+    "price_median": POSITIVE,
+    "price_sigma": NON_NEGATIVE,
+    "price_value_corr": FINITE,
+    "competition_amplitude": NON_NEGATIVE,
+    "competition_peak": FINITE,
+    "traffic_base": in_range(0, 1, low_open=True),
+    "traffic_amplitude": NON_NEGATIVE,
+    "traffic_peak": FINITE,
+    "day_traffic_sigma": NON_NEGATIVE,
+    "day_price_sigma": NON_NEGATIVE,
+    "max_steps_in_episode": POSITIVE_INT,  # and <= num_steps
+}
 
 
-class AdBidding(environment.Environment[EnvState, EnvParams]):
+class AdBidding(CompareByArgs, environment.Environment[EnvState, EnvParams]):
     """Budget pacing. Discrete action: an index into `params.bid_multipliers`; with
     `continuous=True` a float multiplier, clipped to [0, params.max_multiplier]."""
+
+    out_of_range_action = "ignore"  # an invalid index bids 0 (see `multiplier`)
+    param_rules = PARAM_RULES
 
     def __init__(self, num_auctions: int = 100, num_steps: int = 96, num_multipliers: int = 21,
                  continuous: bool = False):
         sizes = dict(num_auctions=num_auctions, num_steps=num_steps,
                      num_multipliers=num_multipliers)
         for name, value in sizes.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_value(value, POSITIVE_INT, f"AdBidding.{name}")
         if not isinstance(continuous, bool):
-            raise ValueError(f"continuous must be a bool, got {continuous!r}")
+            raise ValueError(f"AdBidding.continuous must be a bool, got {continuous!r}")
         self.num_auctions = num_auctions
         self.num_steps = num_steps
         self.num_multipliers = num_multipliers
@@ -102,30 +119,12 @@ class AdBidding(environment.Environment[EnvState, EnvParams]):
 
     def validate_params(self, params: EnvParams) -> None:
         """Raise ValueError naming the first invalid field; call outside jit."""
-        grid = np.asarray(params.bid_multipliers)
-        if grid.shape != (self.num_multipliers,):
-            n = self.num_multipliers
-            raise ValueError(f"params.bid_multipliers has shape {grid.shape}; this env "
-                             f"(num_multipliers={n}) needs ({n},)")
-        if not np.all(np.isfinite(grid)) or np.any(grid < 0):
-            raise ValueError("params.bid_multipliers must be finite and >= 0")
-        for field in SCALAR_PARAM_FIELDS:
-            if not np.all(np.isfinite(np.asarray(getattr(params, field), np.float64))):
-                raise ValueError(f"params.{field} must be finite")
-        for field in POSITIVE_FIELDS:
-            if np.any(np.asarray(getattr(params, field)) <= 0):
-                raise ValueError(f"params.{field} must be > 0")
-        for field in NON_NEGATIVE_FIELDS:
-            if np.any(np.asarray(getattr(params, field)) < 0):
-                raise ValueError(f"params.{field} must be >= 0")
-        traffic = np.asarray(params.traffic_base)
-        if np.any((traffic <= 0) | (traffic > 1)):
-            raise ValueError("params.traffic_base must lie in (0, 1]")
-        max_steps = np.asarray(params.max_steps_in_episode)
-        if (not np.issubdtype(max_steps.dtype, np.integer) or np.any(max_steps < 1)
-                or np.any(max_steps > self.num_steps)):
-            raise ValueError(f"params.max_steps_in_episode must be an integer in "
-                             f"[1, num_steps={self.num_steps}], got {max_steps}")
+        n = self.num_multipliers
+        check_shapes(params, {"bid_multipliers": (n,)}, "AdBidding.params", f"num_multipliers={n}")
+        check(params, PARAM_RULES, "AdBidding.params")
+        if np.any(np.asarray(params.max_steps_in_episode) > self.num_steps):
+            raise ValueError(f"AdBidding.params.max_steps_in_episode must be <= num_steps="
+                             f"{self.num_steps}, got {params.max_steps_in_episode}")
 
     def auctions(self, day_key: jax.Array, t: jax.Array, params: EnvParams) -> dict:
         """The `num_auctions` auction slots of step `t` of the day keyed by `day_key` (uint32

@@ -15,6 +15,9 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from ecomrl_jax.envs._base import CompareByArgs, check_shapes
+from ecomrl_jax.rules import (FINITE, NON_NEGATIVE, POSITIVE, POSITIVE_INT, UNIT_INTERVAL, Rule,
+                              check, check_value, int_at_least)
 from ecomrl_jax.spaces import check_action
 
 
@@ -29,11 +32,17 @@ class BernoulliParams:
     max_steps_in_episode: int = 1000
 
 
+BERNOULLI_RULES = {"means": UNIT_INTERVAL, "max_steps_in_episode": POSITIVE_INT}
+
+
 @struct.dataclass
 class GaussianParams:
     means: jax.Array  # (num_arms,)
     stds: jax.Array  # (num_arms,) > 0
     max_steps_in_episode: int = 1000
+
+
+GAUSSIAN_RULES = {"means": FINITE, "stds": POSITIVE, "max_steps_in_episode": POSITIVE_INT}
 
 
 @struct.dataclass
@@ -44,6 +53,10 @@ class ContextualParams:
     max_steps_in_episode: int = 1000
 
 
+CONTEXTUAL_RULES = {"theta": FINITE, "context_scale": NON_NEGATIVE, "noise_std": NON_NEGATIVE,
+                    "max_steps_in_episode": POSITIVE_INT}
+
+
 @struct.dataclass
 class PricingParams:
     prices: jax.Array  # (num_arms,) the price points on offer, > 0
@@ -52,17 +65,23 @@ class PricingParams:
     max_steps_in_episode: int = 1000
 
 
-class BanditEnv(environment.Environment):
+PRICING_RULES = {"prices": POSITIVE, "wtp_mean": FINITE, "wtp_scale": POSITIVE,
+                 "max_steps_in_episode": POSITIVE_INT}
+
+
+class BanditEnv(CompareByArgs, environment.Environment):
     """One round per step: clipped arm, reward draw, regret bookkeeping, fresh contexts.
 
-    Subclasses give `expected_rewards`, `draw_reward`, `reward_range`, `make_params` and
-    `validate_params`; non-contextual ones observe the constant vector `[1.0]`.
+    Subclasses give `expected_rewards`, `draw_reward`, `reward_range`, `make_params`, their
+    params' `param_rules` and `array_shapes`; non-contextual ones observe the constant `[1.0]`.
     """
 
     is_contextual = False
+    out_of_range_action = "clip"  # see `_clip_arm`
+    param_rules: dict[str, Rule]  # the params' rules table
 
     def __init__(self, num_arms: int = 10):
-        _check_size("num_arms", num_arms, minimum=2)
+        check_value(num_arms, int_at_least(2), f"{type(self).__name__}.num_arms")
         self.num_arms = num_arms
         self.context_dim = 1
         self.shared_context = True
@@ -91,9 +110,16 @@ class BanditEnv(environment.Environment):
         """A random instance drawn from `key` (jittable, vmappable), with scalar overrides."""
         raise NotImplementedError
 
-    def validate_params(self, params) -> None:
-        """Raise ValueError naming `params.<field>` and its valid range; call outside jit."""
+    def array_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of each array field of the params."""
         raise NotImplementedError
+
+    def validate_params(self, params) -> None:
+        """Raise ValueError naming the first invalid field and its valid range; call outside jit."""
+        where = f"{type(self).__name__}.params"
+        check_shapes(params, self.array_shapes(), where,
+                     f"num_arms={self.num_arms}, context_dim={self.context_dim}")
+        check(params, self.param_rules, where)
 
     def draw_contexts(self, key: jax.Array, params) -> jax.Array:
         """(num_arms, context_dim) contexts of a new round."""
@@ -146,15 +172,11 @@ class BanditEnv(environment.Environment):
         arm = jnp.clip(action, 0, self.num_arms - 1)
         return arm, (arm != action).astype(jnp.float32)
 
-    def _check_max_steps(self, params) -> None:
-        max_steps = np.asarray(params.max_steps_in_episode)
-        if not np.issubdtype(max_steps.dtype, np.integer) or np.any(max_steps < 1):
-            raise ValueError(
-                f"params.max_steps_in_episode must be an integer >= 1, got {max_steps}")
-
 
 class BernoulliBandit(BanditEnv):
     """Arm `a` pays 1 with probability `means[a]`, else 0 (e.g. conversion of an offer)."""
+
+    param_rules = BERNOULLI_RULES
 
     @property
     def name(self) -> str:
@@ -179,15 +201,14 @@ class BernoulliBandit(BanditEnv):
     def reward_range(self, params):
         return jnp.float32(0.0), jnp.float32(1.0)
 
-    def validate_params(self, params: BernoulliParams) -> None:
-        means = _array(params, "means", (self.num_arms,), f"num_arms={self.num_arms}")
-        if np.any((means < 0) | (means > 1)):
-            raise ValueError("params.means must lie in [0, 1] (they are probabilities)")
-        self._check_max_steps(params)
+    def array_shapes(self):
+        return {"means": (self.num_arms,)}
 
 
 class GaussianBandit(BanditEnv):
     """Arm `a` pays a normal draw with mean `means[a]` and std `stds[a]`."""
+
+    param_rules = GAUSSIAN_RULES
 
     @property
     def name(self) -> str:
@@ -214,25 +235,24 @@ class GaussianBandit(BanditEnv):
     def reward_range(self, params):
         return None
 
-    def validate_params(self, params: GaussianParams) -> None:
-        shape, sizes = (self.num_arms,), f"num_arms={self.num_arms}"
-        _array(params, "means", shape, sizes)
-        if np.any(_array(params, "stds", shape, sizes) <= 0):
-            raise ValueError("params.stds must be > 0")
-        self._check_max_steps(params)
+    def array_shapes(self):
+        return {"means": (self.num_arms,), "stds": (self.num_arms,)}
 
 
 class ContextualLinearBandit(BanditEnv):
     """Each round every arm `a` gets a context `x_a` (or all share one); pulling `a` pays
     `<theta_a, x_a> + noise`. Contexts are i.i.d. normal; `theta` is hidden in params."""
 
+    param_rules = CONTEXTUAL_RULES
+
     is_contextual = True
 
     def __init__(self, num_arms: int = 10, context_dim: int = 5, shared_context: bool = False):
         super().__init__(num_arms)
-        _check_size("context_dim", context_dim, minimum=1)
+        check_value(context_dim, POSITIVE_INT, "ContextualLinearBandit.context_dim")
         if not isinstance(shared_context, bool):
-            raise ValueError(f"shared_context must be a bool, got {shared_context!r}")
+            raise ValueError(f"ContextualLinearBandit.shared_context must be a bool, "
+                             f"got {shared_context!r}")
         self.context_dim = context_dim
         self.shared_context = shared_context
 
@@ -261,19 +281,15 @@ class ContextualLinearBandit(BanditEnv):
     def reward_range(self, params):
         return None
 
-    def validate_params(self, params: ContextualParams) -> None:
-        _array(params, "theta", (self.num_arms, self.context_dim),
-               f"num_arms={self.num_arms}, context_dim={self.context_dim}")
-        for field in ("context_scale", "noise_std"):
-            value = np.asarray(getattr(params, field))
-            if not np.all(np.isfinite(value)) or np.any(value < 0):
-                raise ValueError(f"params.{field} must be finite and >= 0, got {value}")
-        self._check_max_steps(params)
+    def array_shapes(self):
+        return {"theta": (self.num_arms, self.context_dim)}
 
 
 class PricingBandit(BanditEnv):
     """Arms are price points. A shopper buys at price `p` when their willingness to pay, logistic
     with location `wtp_mean` and scale `wtp_scale`, is at least `p`; the reward is the revenue."""
+
+    param_rules = PRICING_RULES
 
     @property
     def name(self) -> str:
@@ -307,36 +323,8 @@ class PricingBandit(BanditEnv):
     def reward_range(self, params):
         return jnp.float32(0.0), jnp.max(params.prices).astype(jnp.float32)
 
-    def validate_params(self, params: PricingParams) -> None:
-        prices = _array(params, "prices", (self.num_arms,), f"num_arms={self.num_arms}")
-        if np.any(prices <= 0):
-            raise ValueError("params.prices must be > 0")
-        if not np.all(np.isfinite(np.asarray(params.wtp_mean))):
-            raise ValueError("params.wtp_mean must be finite")
-        scale = np.asarray(params.wtp_scale)
-        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
-            raise ValueError(f"params.wtp_scale must be finite and > 0, got {scale}")
-        self._check_max_steps(params)
-
-
-def _check_size(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
-def _array(params, field: str, shape: tuple[int, ...], sizes: str) -> np.ndarray:
-    """`params.<field>` as a numpy array once it is a finite array of `shape`."""
-    value = getattr(params, field)
-    if not hasattr(value, "shape"):
-        raise ValueError(
-            f"params.{field} must be an array of shape {shape}, got {type(value).__name__}")
-    value = np.asarray(value)
-    if value.shape != shape:
-        raise ValueError(
-            f"params.{field} has shape {value.shape}; this env ({sizes}) needs {shape}")
-    if not np.all(np.isfinite(value)):
-        raise ValueError(f"params.{field} contains NaN or inf")
-    return value
+    def array_shapes(self):
+        return {"prices": (self.num_arms,)}
 
 
 def _override(params, overrides: dict, allowed: tuple[str, ...]):

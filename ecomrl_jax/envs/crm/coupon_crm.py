@@ -8,6 +8,7 @@ decay. Churn hazard rises with both low engagement and high fatigue, and churn i
 so the return is the customer's lifetime value. See docs/envs/coupon_crm.md.
 """
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -16,6 +17,9 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from ecomrl_jax.envs._base import CompareByArgs, check_shapes
+from ecomrl_jax.rules import (FINITE, NON_NEGATIVE, POSITIVE, POSITIVE_INT, UNIT_INTERVAL,
+                              at_least, check, check_value, in_range)
 from ecomrl_jax.spaces import check_action
 
 RFM_DECAY = 0.9  # smoothing of the observed frequency, monetary, contact and response averages
@@ -69,31 +73,47 @@ class EnvParams:
     max_steps_in_episode: int = 78
 
 
-SCALAR_PARAM_FIELDS = (
-    "margin_rate", "engagement_weight", "coupon_lift", "shipping_lift", "contact_lift",
-    "fatigue_purchase", "engagement_decay", "purchase_engagement", "contact_engagement",
-    "fatigue_decay", "churn_neglect", "churn_fatigue", "mail_cost", "shipping_cost",
-    "budget_per_step", "max_steps_in_episode",
-)
-NON_NEGATIVE_FIELDS = (
-    "engagement_weight", "coupon_lift", "shipping_lift", "contact_lift", "fatigue_purchase",
-    "churn_neglect", "churn_fatigue", "mail_cost", "shipping_cost", "budget_per_step",
-)
-UNIT_INTERVAL_FIELDS = (
-    "margin_rate", "engagement_decay", "purchase_engagement", "contact_engagement",
-    "fatigue_decay",
-)
+# Valid values of every field (checked by `validate_params`, outside jit).
+PARAM_RULES = {
+    "customer_purchase_logit": FINITE,
+    "customer_basket": POSITIVE,
+    "customer_sensitivity": NON_NEGATIVE,
+    "customer_churn_logit": FINITE,
+    "customer_engagement": UNIT_INTERVAL,
+    "coupon_discounts": in_range(0, 1, low_open=True, high_open=True),
+    "margin_rate": UNIT_INTERVAL,
+    "engagement_weight": NON_NEGATIVE,
+    "coupon_lift": NON_NEGATIVE,
+    "shipping_lift": NON_NEGATIVE,
+    "contact_lift": NON_NEGATIVE,
+    "fatigue_purchase": NON_NEGATIVE,
+    "engagement_decay": UNIT_INTERVAL,
+    "purchase_engagement": UNIT_INTERVAL,
+    "contact_engagement": UNIT_INTERVAL,
+    "fatigue_decay": UNIT_INTERVAL,
+    "churn_neglect": NON_NEGATIVE,
+    "churn_fatigue": NON_NEGATIVE,
+    "mail_cost": NON_NEGATIVE,
+    "shipping_cost": NON_NEGATIVE,
+    "budget_per_step": at_least(0, allow_inf=True),  # inf: unlimited
+    "max_steps_in_episode": POSITIVE_INT,
+}
+# Fields `make_params` may override: those with defaults (the rest are drawn from the key).
+SCALAR_PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(EnvParams)
+                            if f.default is not dataclasses.MISSING)
 
 
-class CouponCRM(environment.Environment[EnvState, EnvParams]):
+class CouponCRM(CompareByArgs, environment.Environment[EnvState, EnvParams]):
     """One customer per env; a population is a vmap. Actions: 0 nothing, 1 mail,
     2 .. num_coupons + 1 coupon at `params.coupon_discounts[a - 2]`,
     num_coupons + 2 free shipping."""
 
+    out_of_range_action = "ignore"  # an invalid action does nothing, as action 0
+    param_rules = PARAM_RULES
+
     def __init__(self, num_customers: int = 1000, num_coupons: int = 3):
-        for name, value in (("num_customers", num_customers), ("num_coupons", num_coupons)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_value(num_customers, POSITIVE_INT, "CouponCRM.num_customers")
+        check_value(num_coupons, POSITIVE_INT, "CouponCRM.num_coupons")
         self.num_customers = num_customers
         self.num_coupons = num_coupons
 
@@ -140,44 +160,11 @@ class CouponCRM(environment.Environment[EnvState, EnvParams]):
     def validate_params(self, params: EnvParams) -> None:
         """Raise ValueError naming the first invalid field; call outside jit."""
         c, k = self.num_customers, self.num_coupons
-        shapes = {"customer_purchase_logit": (c,), "customer_basket": (c,),
-                  "customer_sensitivity": (c,), "customer_churn_logit": (c,),
-                  "customer_engagement": (c,), "coupon_discounts": (k,)}
-        for field, shape in shapes.items():
-            value = np.asarray(getattr(params, field))
-            if value.shape != shape:
-                raise ValueError(f"params.{field} has shape {value.shape}; this env "
-                                 f"(num_customers={c}, num_coupons={k}) needs {shape}")
-            if not np.all(np.isfinite(value)):
-                raise ValueError(f"params.{field} contains NaN or inf")
-        for field in SCALAR_PARAM_FIELDS:
-            value = np.asarray(getattr(params, field), np.float64)
-            if field == "budget_per_step":  # inf means unlimited
-                if np.any(np.isnan(value)):
-                    raise ValueError(f"params.{field} must not be NaN (inf means unlimited)")
-            elif not np.all(np.isfinite(value)):
-                raise ValueError(f"params.{field} must be finite")
-        for field in NON_NEGATIVE_FIELDS:
-            if np.any(np.asarray(getattr(params, field)) < 0):
-                raise ValueError(f"params.{field} must be >= 0")
-        for field in UNIT_INTERVAL_FIELDS:
-            value = np.asarray(getattr(params, field))
-            if np.any((value < 0) | (value > 1)):
-                raise ValueError(f"params.{field} must lie in [0, 1]")
-        if np.any(np.asarray(params.customer_basket) <= 0):
-            raise ValueError("params.customer_basket must be > 0")
-        if np.any(np.asarray(params.customer_sensitivity) < 0):
-            raise ValueError("params.customer_sensitivity must be >= 0")
-        engagement = np.asarray(params.customer_engagement)
-        if np.any((engagement < 0) | (engagement > 1)):
-            raise ValueError("params.customer_engagement must lie in [0, 1]")
-        discounts = np.asarray(params.coupon_discounts)
-        if np.any((discounts <= 0) | (discounts >= 1)):
-            raise ValueError("params.coupon_discounts must lie in (0, 1)")
-        max_steps = np.asarray(params.max_steps_in_episode)
-        if not np.issubdtype(max_steps.dtype, np.integer) or np.any(max_steps < 1):
-            raise ValueError(
-                f"params.max_steps_in_episode must be an integer >= 1, got {max_steps}")
+        check_shapes(params, {"customer_purchase_logit": (c,), "customer_basket": (c,),
+                              "customer_sensitivity": (c,), "customer_churn_logit": (c,),
+                              "customer_engagement": (c,), "coupon_discounts": (k,)},
+                     "CouponCRM.params", f"num_customers={c}, num_coupons={k}")
+        check(params, PARAM_RULES, "CouponCRM.params")
 
     def reset_env(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
         """A customer drawn uniformly from the population, just acquired by a first purchase."""

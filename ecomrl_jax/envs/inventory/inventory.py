@@ -15,6 +15,9 @@ from flax import struct
 from gymnax.environments import environment, spaces
 from jax.scipy.special import gammaln
 
+from ecomrl_jax.envs._base import CompareByArgs
+from ecomrl_jax.rules import (NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT,
+                              UNIT_INTERVAL, Rule, check, check_value, one_of)
 from ecomrl_jax.spaces import check_action
 
 POISSON, NEGATIVE_BINOMIAL = 0, 1
@@ -45,11 +48,27 @@ class EnvParams:
     max_steps_in_episode: int = 100
 
 
-FLOAT_FIELDS = ("demand_mean", "demand_shape", "season_amplitude", "season_period", "price",
-                "unit_cost", "fixed_cost", "holding_cost", "shortage_cost", "storage_capacity",
-                "initial_inventory")
-NON_NEGATIVE_FIELDS = ("demand_mean", "price", "unit_cost", "fixed_cost", "holding_cost",
-                       "shortage_cost", "storage_capacity", "initial_inventory")
+DEMAND_DIST = Rule(lambda x: np.isin(x, (POISSON, NEGATIVE_BINOMIAL)),
+                   f"{POISSON} (Poisson) or {NEGATIVE_BINOMIAL} (negative binomial)", integer=True)
+WHOLE_UNITS = Rule(lambda x: (x >= 0) & (x == np.floor(x)), "a whole number of units >= 0")
+
+# Valid values of every field (checked by `validate_params`, outside jit).
+PARAM_RULES = {
+    "demand_mean": NON_NEGATIVE,  # and, at the seasonal peak, <= MAX_DEMAND_MEAN
+    "demand_dist": DEMAND_DIST,
+    "demand_shape": POSITIVE,
+    "season_amplitude": UNIT_INTERVAL,
+    "season_period": POSITIVE,
+    "backorders": one_of(False, True),
+    "price": NON_NEGATIVE,
+    "unit_cost": NON_NEGATIVE,
+    "fixed_cost": NON_NEGATIVE,
+    "holding_cost": NON_NEGATIVE,
+    "shortage_cost": NON_NEGATIVE,
+    "storage_capacity": WHOLE_UNITS,
+    "initial_inventory": WHOLE_UNITS,  # and <= storage_capacity
+    "max_steps_in_episode": POSITIVE_INT,
+}
 
 
 def draw_demand(key: jax.Array, mean: jax.Array, params) -> jax.Array:
@@ -83,15 +102,17 @@ def draw_demand(key: jax.Array, mean: jax.Array, params) -> jax.Array:
     return jax.lax.while_loop(keep_going, body, start)[0]
 
 
-class Inventory(environment.Environment[EnvState, EnvParams]):
+class Inventory(CompareByArgs, environment.Environment[EnvState, EnvParams]):
     """One product; `Discrete(max_order + 1)` order quantities, or a `Box` if `continuous`."""
 
+    out_of_range_action = "clip"  # see `order_quantity`
+    param_rules = PARAM_RULES
+
     def __init__(self, lead_time: int = 2, max_order: int = 10, continuous: bool = False):
-        for name, value, low in (("lead_time", lead_time, 0), ("max_order", max_order, 1)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        check_value(lead_time, NON_NEGATIVE_INT, "Inventory.lead_time")
+        check_value(max_order, POSITIVE_INT, "Inventory.max_order")
         if not isinstance(continuous, bool):
-            raise ValueError(f"continuous must be a bool, got {continuous!r}")
+            raise ValueError(f"Inventory.continuous must be a bool, got {continuous!r}")
         self.lead_time = int(lead_time)
         self.max_order = int(max_order)
         self.continuous = continuous
@@ -110,38 +131,14 @@ class Inventory(environment.Environment[EnvState, EnvParams]):
 
     def validate_params(self, params: EnvParams) -> None:
         """Raise ValueError naming the first invalid field; call outside jit."""
-        for field in FLOAT_FIELDS:
-            if not np.all(np.isfinite(np.asarray(getattr(params, field), np.float64))):
-                raise ValueError(f"params.{field} must be finite")
-        for field in NON_NEGATIVE_FIELDS:
-            if np.any(np.asarray(getattr(params, field)) < 0):
-                raise ValueError(f"params.{field} must be >= 0")
-        for field in ("storage_capacity", "initial_inventory"):
-            value = np.asarray(getattr(params, field))
-            if np.any(value != np.floor(value)):
-                raise ValueError(f"params.{field} must be a whole number of units, got {value}")
+        check(params, PARAM_RULES, "Inventory.params")
         if np.any(np.asarray(params.initial_inventory) > np.asarray(params.storage_capacity)):
-            raise ValueError("params.initial_inventory must not exceed params.storage_capacity")
-        if not np.all(np.isin(np.asarray(params.demand_dist), (POISSON, NEGATIVE_BINOMIAL))):
-            raise ValueError(f"params.demand_dist must be {POISSON} (Poisson) or "
-                             f"{NEGATIVE_BINOMIAL} (negative binomial), got {params.demand_dist}")
-        if np.any(np.asarray(params.demand_mean) * (1 + np.asarray(params.season_amplitude))
-                  > MAX_DEMAND_MEAN):
-            raise ValueError(f"params.demand_mean, at the seasonal peak, must be at most "
-                             f"{MAX_DEMAND_MEAN:g} (the demand sampler's range)")
-        if np.any(np.asarray(params.demand_shape) <= 0):
-            raise ValueError("params.demand_shape must be > 0")
-        amplitude = np.asarray(params.season_amplitude)
-        if np.any((amplitude < 0) | (amplitude > 1)):
-            raise ValueError("params.season_amplitude must lie in [0, 1]")
-        if np.any(np.asarray(params.season_period) <= 0):
-            raise ValueError("params.season_period must be > 0")
-        if not np.all(np.isin(np.asarray(params.backorders), (0, 1))):
-            raise ValueError(f"params.backorders must be a bool, got {params.backorders}")
-        max_steps = np.asarray(params.max_steps_in_episode)
-        if not np.issubdtype(max_steps.dtype, np.integer) or np.any(max_steps < 1):
-            raise ValueError(f"params.max_steps_in_episode must be an integer >= 1, "
-                             f"got {max_steps}")
+            raise ValueError(f"Inventory.params.initial_inventory must be <= storage_capacity "
+                             f"({params.storage_capacity}), got {params.initial_inventory}")
+        peak = np.asarray(params.demand_mean) * (1 + np.asarray(params.season_amplitude))
+        if np.any(peak > MAX_DEMAND_MEAN):
+            raise ValueError(f"Inventory.params.demand_mean, at the seasonal peak, must be <= "
+                             f"{MAX_DEMAND_MEAN:g} (the demand sampler's range), got {peak}")
 
     def reset_env(self, key: jax.Array, params: EnvParams):
         state = EnvState(time=jnp.int32(0),

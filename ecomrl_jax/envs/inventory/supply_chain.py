@@ -15,7 +15,11 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
-from ecomrl_jax.envs.inventory.inventory import MAX_DEMAND_MEAN, NEGATIVE_BINOMIAL, POISSON, draw_demand
+from ecomrl_jax.envs._base import CompareByArgs, check_shapes
+from ecomrl_jax.envs.inventory.inventory import (DEMAND_DIST, MAX_DEMAND_MEAN, POISSON,
+                                                 WHOLE_UNITS, draw_demand)
+from ecomrl_jax.rules import (DISCOUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT,
+                              Rule, check, check_value, in_range, one_of)
 from ecomrl_jax.spaces import check_action
 
 # OR-Gym InvManagementMasterEnv defaults for three inventory stages (four with the supplier).
@@ -47,29 +51,45 @@ class EnvParams:
     max_steps_in_episode: int = 30  # OR-Gym periods
 
 
-ARRAY_FIELDS = ("initial_inventory", "unit_cost", "shortage_cost", "holding_cost",
-                "supply_capacity")
-SCALAR_FIELDS = ("price", "demand_mean", "demand_shape", "alpha")
+# Valid values of every field (checked by `validate_params`, outside jit).
+PARAM_RULES = {
+    "initial_inventory": WHOLE_UNITS,
+    "unit_cost": NON_NEGATIVE,
+    "shortage_cost": NON_NEGATIVE,
+    "holding_cost": NON_NEGATIVE,
+    "supply_capacity": Rule(lambda x: (x > 0) & (x == np.floor(x)), "a whole number of units > 0"),
+    "price": NON_NEGATIVE,
+    "demand_mean": in_range(0, MAX_DEMAND_MEAN),  # the demand sampler's range
+    "demand_dist": DEMAND_DIST,
+    "demand_shape": POSITIVE,
+    "backlog": one_of(False, True),
+    "alpha": DISCOUNT,
+    "max_steps_in_episode": POSITIVE_INT,
+}
 
 
-class SupplyChain(environment.Environment[EnvState, EnvParams]):
+class SupplyChain(CompareByArgs, environment.Environment[EnvState, EnvParams]):
     """`len(lead_times)` stages. Action: order quantities per stage, a `Box`; or, with
     `order_grid`, one `Discrete` index into the joint grid of per-stage quantities."""
+
+    out_of_range_action = "clip"  # see `order_quantity`
+    param_rules = PARAM_RULES
 
     def __init__(self, lead_times: tuple[int, ...] = (3, 5, 10),
                  order_grid: tuple[float, ...] | None = None):
         lead_times = tuple(lead_times)
-        if not lead_times or any(isinstance(v, bool) or not isinstance(v, (int, np.integer))
-                                 or v < 0 for v in lead_times):
-            raise ValueError(f"lead_times must be a non-empty tuple of ints >= 0, "
-                             f"got {lead_times!r}")
+        if not lead_times:
+            raise ValueError("SupplyChain.lead_times must be a non-empty tuple of ints >= 0")
+        for v in lead_times:
+            check_value(v, NON_NEGATIVE_INT, "SupplyChain.lead_times entry")
         self.lead_times = tuple(int(v) for v in lead_times)
         self.num_stages = len(lead_times)
         self.max_lead_time = max(self.lead_times)
         if order_grid is not None:
             order_grid = tuple(float(v) for v in order_grid)
             if not order_grid or any(v < 0 or v != int(v) for v in order_grid):
-                raise ValueError(f"order_grid must be whole quantities >= 0, got {order_grid!r}")
+                raise ValueError(f"SupplyChain.order_grid must be whole quantities >= 0, "
+                                 f"got {order_grid!r}")
         self.order_grid = order_grid
 
     @property
@@ -101,40 +121,10 @@ class SupplyChain(environment.Environment[EnvState, EnvParams]):
     def validate_params(self, params: EnvParams) -> None:
         """Raise ValueError naming the first invalid field; call outside jit."""
         n = self.num_stages
-        shapes = dict(initial_inventory=(n,), unit_cost=(n + 1,), shortage_cost=(n + 1,),
-                      holding_cost=(n,), supply_capacity=(n,))
-        for field in ARRAY_FIELDS + SCALAR_FIELDS:
-            value = np.asarray(getattr(params, field), np.float64)
-            if field in shapes and value.shape != shapes[field]:
-                raise ValueError(f"params.{field} has shape {value.shape}; this env "
-                                 f"(num_stages={n}) needs {shapes[field]}")
-            if not np.all(np.isfinite(value)):
-                raise ValueError(f"params.{field} must be finite")
-            if np.any(value < 0):
-                raise ValueError(f"params.{field} must be >= 0")
-        for field in ("initial_inventory", "supply_capacity"):
-            value = np.asarray(getattr(params, field))
-            if np.any(value != np.floor(value)):
-                raise ValueError(f"params.{field} must be whole numbers of units, got {value}")
-        if np.any(np.asarray(params.supply_capacity) <= 0):
-            raise ValueError("params.supply_capacity must be > 0")
-        if not np.all(np.isin(np.asarray(params.demand_dist), (POISSON, NEGATIVE_BINOMIAL))):
-            raise ValueError(f"params.demand_dist must be {POISSON} (Poisson) or "
-                             f"{NEGATIVE_BINOMIAL} (negative binomial), got {params.demand_dist}")
-        if np.any(np.asarray(params.demand_mean) > MAX_DEMAND_MEAN):
-            raise ValueError(f"params.demand_mean must be at most {MAX_DEMAND_MEAN:g} "
-                             f"(the demand sampler's range)")
-        if np.any(np.asarray(params.demand_shape) <= 0):
-            raise ValueError("params.demand_shape must be > 0")
-        alpha = np.asarray(params.alpha)
-        if np.any((alpha <= 0) | (alpha > 1)):
-            raise ValueError("params.alpha must lie in (0, 1]")
-        if not np.all(np.isin(np.asarray(params.backlog), (0, 1))):
-            raise ValueError(f"params.backlog must be a bool, got {params.backlog}")
-        max_steps = np.asarray(params.max_steps_in_episode)
-        if not np.issubdtype(max_steps.dtype, np.integer) or np.any(max_steps < 1):
-            raise ValueError(f"params.max_steps_in_episode must be an integer >= 1, "
-                             f"got {max_steps}")
+        check_shapes(params, dict(initial_inventory=(n,), unit_cost=(n + 1,),
+                                  shortage_cost=(n + 1,), holding_cost=(n,),
+                                  supply_capacity=(n,)), "SupplyChain.params", f"num_stages={n}")
+        check(params, PARAM_RULES, "SupplyChain.params")
 
     def reset_env(self, key: jax.Array, params: EnvParams):
         n = self.num_stages

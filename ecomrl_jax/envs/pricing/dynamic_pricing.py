@@ -6,7 +6,6 @@ price that follows a log-AR(1) and by an optional gain/loss reference-price effe
 Poisson demand capped by optional finite stock. See docs/envs/dynamic_pricing.md.
 """
 
-import dataclasses
 import math
 
 import jax
@@ -15,11 +14,17 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from ecomrl_jax.envs._base import CompareByArgs
+from ecomrl_jax.rules import (FINITE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT,
+                              UNIT_INTERVAL, Rule, above, check, check_value, in_range, one_of)
 from ecomrl_jax.spaces import MultiDiscrete, check_action
 
 DEMAND_MODELS = {"linear": 0, "logit": 1, "constant_elasticity": 2}
 DAYS_PER_YEAR = 365
 MAX_MEAN_DEMAND = 1e6  # numerical guard: mean demand per product and period is capped here
+# numerical guard: the competitor price stays within this factor of competitor_mean (a huge
+# volatility, or persistence near 1, would otherwise overflow exp to inf)
+MAX_COMPETITOR_RATIO = 1e3
 
 # Named param overrides for the settings experiments compare: make(..., **SETTINGS[name]).
 SETTINGS = {
@@ -75,47 +80,40 @@ class EnvParams:
     max_steps_in_episode: int = 100
 
 
-def _positive(x):
-    return x > 0
-
-
-def _non_negative(x):
-    return x >= 0
-
-
-def _unit_open(x):
-    return (x >= 0) & (x < 1)
-
-
-def _unit_closed(x):
-    return (x >= 0) & (x <= 1)
-
-
-# field -> (check, valid range); fields marked per product may be scalars or (num_products,).
-RANGE_RULES = {
-    "linear_intercept": (_non_negative, ">= 0"),
-    "linear_slope": (_positive, "> 0"),
-    "market_size": (_positive, "> 0"),
-    "logit_utility": (np.isfinite, "finite"),
-    "logit_price": (_positive, "> 0"),
-    "elastic_scale": (_positive, "> 0"),
-    "elasticity": (_positive, "> 0"),
-    "min_price": (_positive, "> 0"),
-    "max_price": (_positive, "> 0"),
-    "unit_cost": (_non_negative, ">= 0"),
-    "reward_profit": (_unit_closed, "in [0, 1]"),
-    "weekly_amplitude": (_unit_open, "in [0, 1)"),
-    "yearly_amplitude": (_unit_open, "in [0, 1)"),
-    "holiday_lift": (lambda x: x > -1, "> -1"),
-    "competitor_mean": (_positive, "> 0"),
-    "competitor_persistence": (_unit_open, "in [0, 1)"),
-    "competitor_volatility": (_non_negative, ">= 0"),
-    "competitor_effect": (np.isfinite, "finite"),
-    "reference_init": (_positive, "> 0"),
-    "reference_smoothing": (_unit_closed, "in [0, 1]"),
-    "reference_gain": (_non_negative, ">= 0"),
-    "reference_loss": (_non_negative, ">= 0"),
-    "initial_stock": (_positive, "> 0 (inf for unlimited stock)"),
+# Valid values of every field (checked by `validate_params`, outside jit). Fields in
+# PER_PRODUCT_FIELDS may be scalars or (num_products,) arrays; the rest are scalars.
+PARAM_RULES = {
+    "holiday_days": Rule(lambda x: (x >= 0) & (x < DAYS_PER_YEAR), f"in [0, {DAYS_PER_YEAR})",
+                         integer=True),  # a 1-D array of days of the year
+    "demand_model": Rule(lambda x: np.isin(x, list(DEMAND_MODELS.values())),
+                         f"one of {DEMAND_MODELS}", integer=True),
+    "linear_intercept": NON_NEGATIVE,
+    "linear_slope": POSITIVE,
+    "market_size": POSITIVE,
+    "logit_utility": FINITE,
+    "logit_price": POSITIVE,
+    "elastic_scale": POSITIVE,
+    "elasticity": POSITIVE,
+    "min_price": POSITIVE,
+    "max_price": POSITIVE,  # and > min_price
+    "unit_cost": NON_NEGATIVE,
+    "reward_profit": UNIT_INTERVAL,
+    "weekly_amplitude": in_range(0, 1, high_open=True),
+    "yearly_amplitude": in_range(0, 1, high_open=True),
+    "holiday_lift": above(-1),
+    "competitor_mean": POSITIVE,
+    "competitor_persistence": in_range(0, 1, high_open=True),
+    "competitor_volatility": NON_NEGATIVE,
+    "competitor_effect": FINITE,
+    "reference_init": POSITIVE,
+    "reference_smoothing": UNIT_INTERVAL,
+    "reference_gain": NON_NEGATIVE,
+    "reference_loss": NON_NEGATIVE,
+    "initial_stock": above(0, allow_inf=True),  # inf: unlimited stock
+    "stochastic_demand": one_of(False, True),
+    "start_day": NON_NEGATIVE_INT,
+    "random_start_day": one_of(False, True),
+    "max_steps_in_episode": POSITIVE_INT,
 }
 PER_PRODUCT_FIELDS = (
     "linear_intercept", "linear_slope", "market_size", "logit_utility", "logit_price",
@@ -125,18 +123,20 @@ PER_PRODUCT_FIELDS = (
 )
 
 
-class DynamicPricing(environment.Environment[EnvState, EnvParams]):
+class DynamicPricing(CompareByArgs, environment.Environment[EnvState, EnvParams]):
     """Discrete price grid (`Discrete`, or `MultiDiscrete` for several products) or, with
     `continuous=True`, a `Box` of prices; one price per product per period."""
+
+    out_of_range_action = "clip"  # see `action_to_price`
+    param_rules = PARAM_RULES
 
     def __init__(self, num_products: int = 1, num_prices: int = 12, continuous: bool = False,
                  history_len: int = 4):
         for name, value in (("num_products", num_products), ("num_prices", num_prices),
                             ("history_len", history_len)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_value(value, POSITIVE_INT, f"DynamicPricing.{name}")
         if not isinstance(continuous, bool):
-            raise ValueError(f"continuous must be a bool, got {continuous!r}")
+            raise ValueError(f"DynamicPricing.continuous must be a bool, got {continuous!r}")
         self.num_products = num_products
         self.num_prices = num_prices
         self.continuous = continuous
@@ -158,34 +158,19 @@ class DynamicPricing(environment.Environment[EnvState, EnvParams]):
     def validate_params(self, params: EnvParams) -> None:
         """Raise ValueError naming the first invalid field and its valid range; call outside jit."""
         n = self.num_products
-        for field in (f.name for f in dataclasses.fields(params)):
-            value = np.asarray(getattr(params, field))
-            if field == "holiday_days":
-                ok = value.ndim == 1 and np.issubdtype(value.dtype, np.integer)
-                if not ok or np.any((value < 0) | (value >= DAYS_PER_YEAR)):
-                    raise ValueError(f"params.holiday_days must be a 1-D integer array of days "
-                                     f"in [0, {DAYS_PER_YEAR}), got {value!r}")
-                continue
+        for field in PARAM_RULES:
             shapes = [(), (n,)] if field in PER_PRODUCT_FIELDS else [()]
-            if value.shape not in shapes:
-                raise ValueError(f"params.{field} has shape {value.shape}; valid: "
-                                 f"{' or '.join(map(str, shapes))} (num_products={n})")
-            if field in ("stochastic_demand", "random_start_day"):
-                if value.dtype != np.bool_ and not np.isin(value, (0, 1)).all():
-                    raise ValueError(f"params.{field} must be a bool, got {value!r}")
-                continue
-            if np.isnan(value).any() or (np.isinf(value).any() and field != "initial_stock"):
-                raise ValueError(f"params.{field} must be finite, got {value!r}")
-            if field in RANGE_RULES:
-                check, rule = RANGE_RULES[field]
-                if not np.all(check(value)):
-                    raise ValueError(f"params.{field} must be {rule}, got {value!r}")
-        _check_int(params.demand_model, "demand_model", lambda x: x in DEMAND_MODELS.values(),
-                   f"one of {DEMAND_MODELS}")
-        _check_int(params.start_day, "start_day", lambda x: x >= 0, ">= 0")
-        _check_int(params.max_steps_in_episode, "max_steps_in_episode", lambda x: x >= 1, ">= 1")
+            shape = np.shape(getattr(params, field))
+            if field != "holiday_days" and shape not in shapes:
+                raise ValueError(f"DynamicPricing.params.{field} must have shape "
+                                 f"{' or '.join(map(str, shapes))} (num_products={n}), "
+                                 f"got shape {shape}")
+        if np.ndim(params.holiday_days) != 1:
+            raise ValueError(f"DynamicPricing.params.holiday_days must be a 1-D array, "
+                             f"got {params.holiday_days!r}")
+        check(params, PARAM_RULES, "DynamicPricing.params")
         if np.any(np.asarray(params.max_price) <= np.asarray(params.min_price)):
-            raise ValueError(f"params.max_price must be > params.min_price, got "
+            raise ValueError(f"DynamicPricing.params.max_price must be > params.min_price, got "
                              f"{params.max_price!r} <= {params.min_price!r}")
 
     def reset_env(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
@@ -196,6 +181,7 @@ class DynamicPricing(environment.Environment[EnvState, EnvParams]):
         sd = self.per_product(params.competitor_volatility) / jnp.sqrt(1.0 - phi**2)
         log_comp = jnp.log(self.per_product(params.competitor_mean)) + sd * jax.random.normal(
             k_comp, (n,))
+        log_comp = self._bound_competitor(log_comp, params)
         state = EnvState(
             time=jnp.int32(0),
             day=jnp.where(params.random_start_day, random_day, params.start_day).astype(jnp.int32),
@@ -222,6 +208,7 @@ class DynamicPricing(environment.Environment[EnvState, EnvParams]):
         noise = jax.random.normal(k_comp, (self.num_products,))
         log_comp = ((1.0 - phi) * jnp.log(self.per_product(params.competitor_mean))
                     + phi * jnp.log(state.competitor_price) + params.competitor_volatility * noise)
+        log_comp = self._bound_competitor(log_comp, params)
         smoothing = params.reference_smoothing
         state = EnvState(
             time=state.time + 1,
@@ -240,6 +227,12 @@ class DynamicPricing(environment.Environment[EnvState, EnvParams]):
         }
         terminated = self.is_terminated(state, params)
         return self.get_obs(state, params), state, reward.astype(jnp.float32), terminated, info
+
+    def _bound_competitor(self, log_price: jax.Array, params: EnvParams) -> jax.Array:
+        """Log competitor price kept within a factor MAX_COMPETITOR_RATIO of competitor_mean."""
+        log_mean = jnp.log(self.per_product(params.competitor_mean))
+        bound = math.log(MAX_COMPETITOR_RATIO)
+        return jnp.clip(log_price, log_mean - bound, log_mean + bound)
 
     def season_multiplier(self, day: jax.Array, params: EnvParams) -> jax.Array:
         """Demand-scale multiplier of calendar `day`: weekly x yearly x holiday, always > 0."""
@@ -350,12 +343,6 @@ def _phases(day: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Weekly and yearly phase angles (radians) of calendar `day`."""
     return (2.0 * jnp.pi * (day % 7) / 7.0,
             2.0 * jnp.pi * (day % DAYS_PER_YEAR) / DAYS_PER_YEAR)
-
-
-def _check_int(value, field: str, ok, rule: str) -> None:
-    value = np.asarray(value)
-    if not np.issubdtype(value.dtype, np.integer) or not ok(int(value)):
-        raise ValueError(f"params.{field} must be an integer {rule}, got {value!r}")
 
 
 def _push(buffer: jax.Array, row: jax.Array) -> jax.Array:

@@ -7,6 +7,7 @@ clicks restore patience and clickbait drains it, so a myopic click-maximiser end
 sessions early. See docs/envs/shopper_rec.md.
 """
 
+import dataclasses
 import math
 from typing import Any
 
@@ -16,6 +17,9 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from ecomrl_jax.envs._base import CompareByArgs, check_shapes
+from ecomrl_jax.rules import (FINITE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT,
+                              UNIT_INTERVAL, check, check_value)
 from ecomrl_jax.spaces import Slate, check_action
 
 
@@ -54,20 +58,40 @@ class EnvParams:
     max_steps_in_episode: int = 50
 
 
-SCALAR_PARAM_FIELDS = (
-    "affinity_scale", "no_click_logit", "position_bias", "purchase_bias",
-    "purchase_affinity", "purchase_price", "interest_drift", "patience_init",
-    "patience_step_cost", "quality_effect", "quality_threshold", "click_weight",
-    "purchase_weight", "revenue_weight", "max_steps_in_episode",
-)
-NON_NEGATIVE_FIELDS = (
-    "affinity_scale", "position_bias", "purchase_affinity", "purchase_price",
-    "patience_step_cost", "quality_effect",
-)
+# Valid values of every field (checked by `validate_params`, outside jit).
+PARAM_RULES = {
+    "item_embedding": FINITE,
+    "item_category": NON_NEGATIVE_INT,  # and < num_categories
+    "item_price": POSITIVE,
+    "item_appeal": FINITE,
+    "item_quality": UNIT_INTERVAL,
+    "shopper_interest": FINITE,
+    "affinity_scale": NON_NEGATIVE,
+    "no_click_logit": FINITE,
+    "position_bias": NON_NEGATIVE,
+    "purchase_bias": FINITE,
+    "purchase_affinity": NON_NEGATIVE,
+    "purchase_price": NON_NEGATIVE,
+    "interest_drift": UNIT_INTERVAL,
+    "patience_init": POSITIVE,
+    "patience_step_cost": NON_NEGATIVE,
+    "quality_effect": NON_NEGATIVE,
+    "quality_threshold": UNIT_INTERVAL,  # item quality's range
+    "click_weight": FINITE,
+    "purchase_weight": FINITE,
+    "revenue_weight": FINITE,
+    "max_steps_in_episode": POSITIVE_INT,
+}
+# Fields `make_params` may override: those with defaults (the rest are drawn from the key).
+SCALAR_PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(EnvParams)
+                            if f.default is not dataclasses.MISSING)
 
 
-class ShopperRec(environment.Environment[EnvState, EnvParams]):
+class ShopperRec(CompareByArgs, environment.Environment[EnvState, EnvParams]):
     """Single-item (`slate_size=1`, Discrete action) or slate recommendation."""
+
+    out_of_range_action = "ignore"  # an invalid slot is shown empty (see `_shown_slots`)
+    param_rules = PARAM_RULES
 
     def __init__(
         self,
@@ -83,14 +107,13 @@ class ShopperRec(environment.Environment[EnvState, EnvParams]):
                      history_len=history_len, embed_dim=embed_dim, num_shoppers=num_shoppers,
                      num_categories=num_categories)
         for name, value in sizes.items():
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_value(value, POSITIVE_INT, f"ShopperRec.{name}")
         if slate_size > num_candidates:
-            raise ValueError(
-                f"slate_size ({slate_size}) must not exceed num_candidates ({num_candidates})")
+            raise ValueError(f"ShopperRec.slate_size must be <= num_candidates "
+                             f"({num_candidates}), got {slate_size}")
         if num_candidates > num_items:
-            raise ValueError(
-                f"num_candidates ({num_candidates}) must not exceed num_items ({num_items})")
+            raise ValueError(f"ShopperRec.num_candidates must be <= num_items ({num_items}), "
+                             f"got {num_candidates}")
         self.num_items = num_items
         self.num_candidates = num_candidates
         self.slate_size = slate_size
@@ -136,42 +159,15 @@ class ShopperRec(environment.Environment[EnvState, EnvParams]):
     def validate_params(self, params: EnvParams) -> None:
         """Raise ValueError naming the first invalid field; call outside jit."""
         n, d, p = self.num_items, self.embed_dim, self.num_shoppers
-        expected_shapes = {
-            "item_embedding": (n, d), "item_category": (n,), "item_price": (n,),
-            "item_appeal": (n,), "item_quality": (n,), "shopper_interest": (p, d),
-        }
-        for field, shape in expected_shapes.items():
-            value = np.asarray(getattr(params, field))
-            if value.shape != shape:
-                raise ValueError(f"params.{field} has shape {value.shape}; this env "
-                                 f"(num_items={n}, embed_dim={d}, num_shoppers={p}) needs {shape}")
-            if not np.all(np.isfinite(value)):
-                raise ValueError(f"params.{field} contains NaN or inf")
-        for field in SCALAR_PARAM_FIELDS:
-            if not np.all(np.isfinite(np.asarray(getattr(params, field)))):
-                raise ValueError(f"params.{field} must be finite")
-        for field in NON_NEGATIVE_FIELDS:
-            if np.any(np.asarray(getattr(params, field)) < 0):
-                raise ValueError(f"params.{field} must be >= 0")
-        if np.any(np.asarray(params.item_price) <= 0):
-            raise ValueError("params.item_price must be > 0")
-        quality = np.asarray(params.item_quality)
-        if np.any((quality < 0) | (quality > 1)):
-            raise ValueError("params.item_quality must lie in [0, 1]")
-        drift = np.asarray(params.interest_drift)
-        if np.any((drift < 0) | (drift > 1)):
-            raise ValueError("params.interest_drift must lie in [0, 1]")
-        if np.any(np.asarray(params.patience_init) <= 0):
-            raise ValueError("params.patience_init must be > 0")
-        max_steps = np.asarray(params.max_steps_in_episode)
-        if not np.issubdtype(max_steps.dtype, np.integer) or np.any(max_steps < 1):
-            raise ValueError(f"params.max_steps_in_episode must be an integer >= 1, got {max_steps}")
-        threshold = np.asarray(params.quality_threshold)
-        if np.any((threshold < 0) | (threshold > 1)):
-            raise ValueError("params.quality_threshold must lie in [0, 1] (item quality's range)")
+        check_shapes(params, {"item_embedding": (n, d), "item_category": (n,), "item_price": (n,),
+                              "item_appeal": (n,), "item_quality": (n,),
+                              "shopper_interest": (p, d)},
+                     "ShopperRec.params", f"num_items={n}, embed_dim={d}, num_shoppers={p}")
+        check(params, PARAM_RULES, "ShopperRec.params")
         category = np.asarray(params.item_category)
-        if np.any((category < 0) | (category >= self.num_categories)):
-            raise ValueError(f"params.item_category must lie in [0, {self.num_categories})")
+        if np.any(category >= self.num_categories):
+            raise ValueError(f"ShopperRec.params.item_category must be < num_categories="
+                             f"{self.num_categories}, got max {category.max()}")
 
     def reset_env(self, key: jax.Array, params: EnvParams) -> tuple[dict, EnvState]:
         k_shopper, k_cand = jax.random.split(key)

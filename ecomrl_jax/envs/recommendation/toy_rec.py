@@ -16,6 +16,8 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from ecomrl_jax.envs._base import CompareByArgs, check_shapes
+from ecomrl_jax.rules import POSITIVE_INT, UNIT_INTERVAL, check, check_value
 from ecomrl_jax.spaces import check_action
 
 NEW, CLICKED, BOUGHT = 0, 1, 2
@@ -37,10 +39,17 @@ class EnvParams:
     max_steps_in_episode: int = 20
 
 
-SCALAR_PARAM_FIELDS = ("revisit_boost", "max_steps_in_episode")
+# Valid values of every field (checked by `validate_params`, outside jit).
+PARAM_RULES = {
+    "click_prob": UNIT_INTERVAL,
+    "purchase_prob": UNIT_INTERVAL,
+    "revisit_boost": UNIT_INTERVAL,
+    "max_steps_in_episode": POSITIVE_INT,
+}
+SCALAR_PARAM_FIELDS = ("revisit_boost", "max_steps_in_episode")  # what make_params overrides
 
 
-class ToyRec(environment.Environment[EnvState, EnvParams]):
+class ToyRec(CompareByArgs, environment.Environment[EnvState, EnvParams]):
     """Tabular recommendation: `num_users * 3 ** num_items` states, `num_items` actions.
 
     `obs_type="index"` observes the state index (`Discrete(num_states)`, int32) for tabular
@@ -48,14 +57,16 @@ class ToyRec(environment.Environment[EnvState, EnvParams]):
     status (float32, length `num_users + 3 * num_items`) for neural learners.
     """
 
+    out_of_range_action = "ignore"  # an invalid item is not shown: no click, no purchase
+    param_rules = PARAM_RULES
+
     def __init__(self, num_users: int = 10, num_items: int = 5, obs_type: str = "index"):
-        for name, value in (("num_users", num_users), ("num_items", num_items)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_value(num_users, POSITIVE_INT, "ToyRec.num_users")
+        check_value(num_items, POSITIVE_INT, "ToyRec.num_items")
         if obs_type not in OBS_TYPES:
-            raise ValueError(f"obs_type must be one of {OBS_TYPES}, got {obs_type!r}")
+            raise ValueError(f"ToyRec.obs_type must be one of {OBS_TYPES}, got {obs_type!r}")
         if num_users * NUM_STATUSES ** num_items > np.iinfo(np.int32).max:
-            raise ValueError(f"num_users * 3 ** num_items must fit in int32; got "
+            raise ValueError(f"ToyRec: num_users * 3 ** num_items must fit in int32; got "
                              f"num_users={num_users}, num_items={num_items}")
         self.num_users = num_users
         self.num_items = num_items
@@ -91,20 +102,9 @@ class ToyRec(environment.Environment[EnvState, EnvParams]):
     def validate_params(self, params: EnvParams) -> None:
         """Raise ValueError naming the first invalid field; call outside jit."""
         shape = (self.num_users, self.num_items)
-        for field in ("click_prob", "purchase_prob"):
-            value = np.asarray(getattr(params, field))
-            if value.shape != shape:
-                raise ValueError(f"params.{field} has shape {value.shape}; this env (num_users="
-                                 f"{self.num_users}, num_items={self.num_items}) needs {shape}")
-            if not np.all((value >= 0) & (value <= 1)):  # also false for NaN
-                raise ValueError(f"params.{field} must lie in [0, 1]")
-        boost = np.asarray(params.revisit_boost)
-        if not np.all((boost >= 0) & (boost <= 1)):
-            raise ValueError(f"params.revisit_boost must lie in [0, 1], got {boost}")
-        max_steps = np.asarray(params.max_steps_in_episode)
-        if not np.issubdtype(max_steps.dtype, np.integer) or np.any(max_steps < 1):
-            raise ValueError(
-                f"params.max_steps_in_episode must be an integer >= 1, got {max_steps}")
+        check_shapes(params, {"click_prob": shape, "purchase_prob": shape}, "ToyRec.params",
+                     f"num_users={self.num_users}, num_items={self.num_items}")
+        check(params, PARAM_RULES, "ToyRec.params")
 
     def reset_env(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
         user = jax.random.randint(key, (), 0, self.num_users, jnp.int32)
