@@ -252,8 +252,8 @@ def test_envs_made_differently_are_unequal():
     assert ecomrl_jax.make("ShopperRec-v0")[0] != ecomrl_jax.make("ShopperRec-v0", num_items=50)[0]
     assert ecomrl_jax.make("ShopperRec-v0", num_items=np.int64(50))[0] == \
         ecomrl_jax.make("ShopperRec-v0", num_items=50)[0]
-    assert ecomrl_jax.make("SupplyChain-v0", lead_times=[1, 2])[0] == \
-        ecomrl_jax.make("SupplyChain-v0", lead_times=(1, 2))[0]
+    assert ecomrl_jax.make("SupplyChain-v1", lead_times=[1, 2])[0] == \
+        ecomrl_jax.make("SupplyChain-v1", lead_times=(1, 2))[0]
 
 
 # --------------------------------------------------------------------------- actions
