@@ -7,8 +7,10 @@ function, and caches keyed on the env hold one entry per configuration, not per 
 """
 
 import inspect
+from functools import partial
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -56,3 +58,19 @@ def check_shapes(params, shapes: dict[str, tuple[int, ...]], where: str, sizes: 
             raise ValueError(f"{where}.{field} must have shape {tuple(shape)} ({sizes}), "
                              f"got shape {got}")
 
+
+
+class HorizonEndsEpisode:
+    """For envs whose horizon is the problem's own end (a shopping session, a day of bidding, a
+    selling season, OR-Gym's 30 periods) and whose observation shows the time: reaching
+    `max_steps_in_episode` comes as `terminated`, never `truncated`, so learners (which bootstrap
+    from the final observation on truncation) do not value time past the end. Envs of an ongoing
+    process cut by a time limit (Inventory-v0, ToyRec-v0, bandits) keep gymnax's truncation."""
+
+    @partial(jax.jit, static_argnames=("self",))
+    def step(self, key, state, action, params=None):
+        obs, state, reward, terminated, truncated, info = super().step(key, state, action, params)
+        terminated = jnp.logical_or(terminated, truncated)
+        truncated = jnp.zeros_like(truncated)
+        return obs, state, reward, terminated, truncated, {**info, "terminated": terminated,
+                                                           "truncated": truncated}

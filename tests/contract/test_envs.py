@@ -20,6 +20,7 @@ from gymnax.environments import environment, spaces
 
 import ecomrl_jax
 from ecomrl_jax import rules
+from ecomrl_jax.envs._base import HorizonEndsEpisode
 from ecomrl_jax.wrappers import business_metric_names
 
 ENV_IDS = ecomrl_jax.list_envs()
@@ -207,6 +208,23 @@ def test_bad_float_params_are_refused_or_give_finite_rollouts(env_id):
                 if np.issubdtype(x.dtype, np.inexact):
                     assert np.all(np.isfinite(x)), f"{env_id} {field}={value}: {name} not finite"
     assert {f for f, v, _ in refused if math.isnan(v)} == set(_float_fields(params))
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_the_last_step_terminates_where_the_horizon_ends_the_problem_else_truncates(env_id):
+    """At `max_steps_in_episode` a `HorizonEndsEpisode` env reports `terminated` (never
+    `truncated`), so learners do not bootstrap past its end; any other env `truncated`."""
+    env, params = ecomrl_jax.make(env_id)
+    key = jax.random.key(0)
+    _, state = env.reset(key, params)
+    state = state.replace(time=params.max_steps_in_episode - 1)
+    action = env.action_space(params).sample(key)
+    *_, terminated, truncated, info = _quick_step(env)(key, state, action, params)
+    assert (bool(info["terminated"]), bool(info["truncated"])) == (bool(terminated), bool(truncated))
+    if isinstance(env, HorizonEndsEpisode):
+        assert bool(terminated) and not bool(truncated)
+    else:
+        assert bool(truncated)
 
 
 # --------------------------------------------------------------------------- params and make

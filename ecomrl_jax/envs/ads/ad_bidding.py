@@ -14,7 +14,7 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
-from ecomrl_jax.envs._base import CompareByArgs, check_shapes
+from ecomrl_jax.envs._base import CompareByArgs, HorizonEndsEpisode, check_shapes
 from ecomrl_jax.rules import (FINITE, NON_NEGATIVE, POSITIVE, POSITIVE_INT, check, check_value,
                               in_range)
 from ecomrl_jax.spaces import check_action
@@ -83,7 +83,7 @@ PARAM_RULES = {
 }
 
 
-class AdBidding(CompareByArgs, environment.Environment[EnvState, EnvParams]):
+class AdBidding(HorizonEndsEpisode, CompareByArgs, environment.Environment[EnvState, EnvParams]):
     """Budget pacing. Discrete action: an index into `params.bid_multipliers`; with
     `continuous=True` a float multiplier, clipped to [0, params.max_multiplier]."""
 

@@ -17,7 +17,7 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
-from ecomrl_jax.envs._base import CompareByArgs, check_shapes
+from ecomrl_jax.envs._base import CompareByArgs, HorizonEndsEpisode, check_shapes
 from ecomrl_jax.rules import (FINITE, NON_NEGATIVE, POSITIVE, POSITIVE_INT, UNIT_INTERVAL,
                               at_least, check, check_value, in_range)
 from ecomrl_jax.spaces import check_action
@@ -103,7 +103,7 @@ SCALAR_PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(EnvParams)
                             if f.default is not dataclasses.MISSING)
 
 
-class CouponCRM(CompareByArgs, environment.Environment[EnvState, EnvParams]):
+class CouponCRM(HorizonEndsEpisode, CompareByArgs, environment.Environment[EnvState, EnvParams]):
     """One customer per env; a population is a vmap. Actions: 0 nothing, 1 mail,
     2 .. num_coupons + 1 coupon at `params.coupon_discounts[a - 2]`,
     num_coupons + 2 free shipping."""

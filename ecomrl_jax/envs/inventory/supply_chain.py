@@ -15,7 +15,7 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
-from ecomrl_jax.envs._base import CompareByArgs, check_shapes
+from ecomrl_jax.envs._base import CompareByArgs, HorizonEndsEpisode, check_shapes
 from ecomrl_jax.envs.inventory.inventory import (DEMAND_DIST, MAX_DEMAND_MEAN, POISSON,
                                                  WHOLE_UNITS, draw_demand)
 from ecomrl_jax.rules import (DISCOUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT,
@@ -68,7 +68,7 @@ PARAM_RULES = {
 }
 
 
-class SupplyChain(CompareByArgs, environment.Environment[EnvState, EnvParams]):
+class SupplyChain(HorizonEndsEpisode, CompareByArgs, environment.Environment[EnvState, EnvParams]):
     """`len(lead_times)` stages. Action: order quantities per stage, a `Box`; or, with
     `order_grid`, one `Discrete` index into the joint grid of per-stage quantities."""
 

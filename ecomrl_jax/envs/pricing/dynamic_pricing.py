@@ -14,7 +14,7 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
-from ecomrl_jax.envs._base import CompareByArgs
+from ecomrl_jax.envs._base import CompareByArgs, HorizonEndsEpisode
 from ecomrl_jax.rules import (FINITE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT,
                               UNIT_INTERVAL, Rule, above, check, check_value, in_range, one_of)
 from ecomrl_jax.spaces import MultiDiscrete, check_action
@@ -123,7 +123,7 @@ PER_PRODUCT_FIELDS = (
 )
 
 
-class DynamicPricing(CompareByArgs, environment.Environment[EnvState, EnvParams]):
+class DynamicPricing(HorizonEndsEpisode, CompareByArgs, environment.Environment[EnvState, EnvParams]):
     """Discrete price grid (`Discrete`, or `MultiDiscrete` for several products) or, with
     `continuous=True`, a `Box` of prices; one price per product per period."""
 

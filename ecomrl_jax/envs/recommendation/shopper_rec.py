@@ -17,7 +17,7 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
-from ecomrl_jax.envs._base import CompareByArgs, check_shapes
+from ecomrl_jax.envs._base import CompareByArgs, HorizonEndsEpisode, check_shapes
 from ecomrl_jax.rules import (FINITE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT,
                               UNIT_INTERVAL, check, check_value)
 from ecomrl_jax.spaces import Slate, check_action
@@ -87,7 +87,7 @@ SCALAR_PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(EnvParams)
                             if f.default is not dataclasses.MISSING)
 
 
-class ShopperRec(CompareByArgs, environment.Environment[EnvState, EnvParams]):
+class ShopperRec(HorizonEndsEpisode, CompareByArgs, environment.Environment[EnvState, EnvParams]):
     """Single-item (`slate_size=1`, Discrete action) or slate recommendation."""
 
     out_of_range_action = "ignore"  # an invalid slot is shown empty (see `_shown_slots`)
