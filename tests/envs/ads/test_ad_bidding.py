@@ -168,12 +168,12 @@ def test_budget_never_negative_and_day_ends_when_exhausted(ads, run):
     np.testing.assert_allclose(nxt.budget_left[done], SMALL_BUDGET)
 
 
-def test_truncates_at_end_of_day_with_unspent_budget(ads, run):
+def test_day_ends_terminated_at_its_last_step_with_unspent_budget(ads, run):
     env, params = ads
     _, rec = run(params, _keys(3), 4)  # multiplier 0.4: never spends the budget
-    assert not rec["terminated"].any()
-    expected = np.broadcast_to((np.arange(40) + 1) % env.num_steps == 0, rec["truncated"].shape)
-    np.testing.assert_array_equal(rec["truncated"], expected)
+    assert not rec["truncated"].any()  # the day's end is the problem's end (HorizonEndsEpisode)
+    expected = np.broadcast_to((np.arange(40) + 1) % env.num_steps == 0, rec["terminated"].shape)
+    np.testing.assert_array_equal(rec["terminated"], expected)
     assert np.all(rec["info"]["budget_left"][expected] > 0)
     np.testing.assert_allclose(rec["obs"][..., 0], rec["next"].time / env.num_steps)
 

@@ -145,7 +145,9 @@ def test_matches_or_gym_reference_step_by_step(case):
                                        rtol=1e-5, atol=1e-3)
             if t < T - 1:
                 np.testing.assert_array_equal(r["next"].on_hand[e, t], want["on_hand"])
-    assert r["truncated"][:, T - 1].all() and not r["truncated"][:, :T - 1].any()
+    # OR-Gym's horizon ends the problem: the last period terminates (HorizonEndsEpisode)
+    assert r["terminated"][:, T - 1].all() and not r["terminated"][:, :T - 1].any()
+    assert not r["truncated"].any()
 
 
 # --------------------------------------------------------------------------- hand-computed episode
@@ -194,8 +196,8 @@ def test_hand_computed_two_stage_episode(backlog, expected):
     _, state = env.reset(jax.random.key(0), params)
     for t, (action, row) in enumerate(zip(([5.0, 3.0], [2.0, 4.0], [0.0, 0.0]), expected,
                                           strict=True)):
-        _, state, reward, _, truncated, info = env.step(jax.random.key(t), state,
-                                                        jnp.array(action), params)
+        _, state, reward, terminated, truncated, info = env.step(jax.random.key(t), state,
+                                                                 jnp.array(action), params)
         assert float(info["discounted_profit"]) == row[0], t
         assert float(reward) == float(info["profit"]) == row[1], t
         assert info["stage_shipped"].tolist() == row[2], t
@@ -203,7 +205,7 @@ def test_hand_computed_two_stage_episode(backlog, expected):
         if t < 2:
             assert state.on_hand.tolist() == row[3], t
         assert info["stage_unmet"].tolist() == row[4] and float(info["sales"]) == row[5], t
-        assert bool(truncated) == (t == 2)
+        assert (bool(terminated), bool(truncated)) == (t == 2, False)
 
 
 # --------------------------------------------------------------------------- conservation

@@ -292,8 +292,8 @@ def test_finite_stock_never_negative_and_episode_ends_at_horizon(stock_rollout):
     assert np.all(state.stock >= 0) and np.all(nxt.stock >= 0)
     assert np.all(info["sales"] <= state.stock[..., 0])
     assert (info["lost_sales"] > 0).any() and (state.stock == 0).any()  # stock-outs happen
-    ended = r["terminated"] | r["truncated"]
-    np.testing.assert_array_equal(r["terminated"], r["truncated"])  # both exactly at the horizon
+    ended = r["terminated"]
+    assert not r["truncated"].any()  # the season's end terminates (HorizonEndsEpisode)
     np.testing.assert_array_equal(ended, (state.time + 1) == horizon)
     np.testing.assert_array_equal(ended, np.broadcast_to((np.arange(NUM_STEPS) + 1) % horizon == 0,
                                                          ended.shape))
@@ -303,11 +303,11 @@ def test_finite_stock_never_negative_and_episode_ends_at_horizon(stock_rollout):
     np.testing.assert_allclose(stock_obs, nxt.stock[..., 0] / params.initial_stock, rtol=1e-6)
 
 
-def test_unlimited_stock_only_truncates(discrete, run):
+def test_unlimited_stock_ends_only_at_the_horizon(discrete, run):
     env, params = discrete
     params = params.replace(max_steps_in_episode=25)
     r = run(params, _keys(6), _random_actions(7))[1]
-    assert not r["terminated"].any() and r["truncated"].sum() == NUM_ENVS * 3
+    assert not r["truncated"].any() and r["terminated"].sum() == NUM_ENVS * 3
     np.testing.assert_array_equal(r["info"]["lost_sales"], 0.0)
     np.testing.assert_array_equal(r["obs"][..., -2], 1.0)
     assert np.all(np.isinf(r["next"].stock))

@@ -236,12 +236,16 @@ def test_patience_bookkeeping_and_termination(single, single_rollout):
                 + clicks * params.quality_effect * (quality - params.quality_threshold))
     np.testing.assert_allclose(nxt.patience[live], expected[live], rtol=1e-5, atol=1e-6)
     # terminated exactly when the updated patience reaches 0 (1e-6: float32 rounding margin)
-    assert np.all(expected[r["terminated"]] <= 1e-6) and np.all(expected[~r["terminated"]] > -1e-6)
+    # or the session's last step is done (HorizonEndsEpisode: never truncated)
+    at_horizon = state.time + 1 >= params.max_steps_in_episode
+    out_of_patience = r["terminated"] & ~at_horizon
+    assert np.all(expected[out_of_patience] <= 1e-6)
+    assert np.all(expected[~r["terminated"]] > -1e-6)
     assert np.all(state.patience > 0.0)  # a live state never has exhausted patience
     np.testing.assert_array_equal(nxt.time[live], state.time[live] + 1)
-    np.testing.assert_array_equal(r["truncated"], state.time + 1 >= params.max_steps_in_episode)
+    assert not r["truncated"].any() and np.all(r["terminated"][at_horizon])
     assert np.all(state.time < params.max_steps_in_episode)
-    assert r["terminated"].sum() > 10 and r["truncated"].sum() > 10  # both endings exercised
+    assert out_of_patience.sum() > 10 and at_horizon.sum() > 10  # both endings exercised
     # a click on a good item restores patience, on a bad one drains it faster than no click
     good = live & (clicks == 1) & (quality > params.quality_threshold)
     bad = live & (clicks == 1) & (quality < params.quality_threshold)
@@ -376,12 +380,12 @@ def test_reset_distribution(single, single_rollout):
     assert 0.03 < repeats < 0.06, repeats
 
 
-def test_auto_reset_after_truncation(single, single_run):
+def test_auto_reset_at_the_end_of_the_session(single, single_run):
     params = single[1].replace(patience_init=1e3, max_steps_in_episode=7)
     _, rec = single_run(params, _env_keys(4), 0)
-    assert not rec["terminated"].any()
-    expected = np.broadcast_to((np.arange(NUM_STEPS) + 1) % 7 == 0, rec["truncated"].shape)
-    np.testing.assert_array_equal(rec["truncated"], expected)
+    assert not rec["truncated"].any()  # the session's end terminates (HorizonEndsEpisode)
+    expected = np.broadcast_to((np.arange(NUM_STEPS) + 1) % 7 == 0, rec["terminated"].shape)
+    np.testing.assert_array_equal(rec["terminated"], expected)
     nxt = rec["next"]
     np.testing.assert_array_equal(nxt.time, np.broadcast_to((np.arange(NUM_STEPS) + 1) % 7,
                                                             nxt.time.shape))
