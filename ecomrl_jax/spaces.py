@@ -7,7 +7,23 @@ from gymnax.environments import spaces
 from ecomrl_jax.rules import POSITIVE_INT, check_value
 
 
-class Slate(spaces.Space):
+class _Indices(spaces.Space):
+    """int32 arrays of a fixed `shape` whose entries index [0, n)."""
+
+    def __init__(self, n: int, shape: tuple[int, ...]):
+        self.n = n
+        self.shape = shape
+        self.dtype = jnp.int32
+
+    def contains(self, x: jax.Array) -> jax.Array:
+        """Whether `x` has this shape, an integer dtype and every entry in [0, n)."""
+        x = jnp.asarray(x)
+        if x.shape != self.shape or not jnp.issubdtype(x.dtype, jnp.integer):
+            return jnp.array(False)
+        return jnp.all((x >= 0) & (x < self.n))
+
+
+class Slate(_Indices):
     """An ordered slate of `slate_size` distinct indices drawn from `num_candidates`.
 
     `sample` draws a uniformly random slate without repetition; `contains` checks
@@ -20,10 +36,8 @@ class Slate(spaces.Space):
         if slate_size > num_candidates:
             raise ValueError(f"Slate.slate_size must be <= num_candidates={num_candidates}, "
                              f"got {slate_size}")
-        self.n = num_candidates
+        super().__init__(num_candidates, (slate_size,))
         self.slate_size = slate_size
-        self.shape = (slate_size,)
-        self.dtype = jnp.int32
 
     def __repr__(self) -> str:
         return f"Slate(num_candidates={self.n}, slate_size={self.slate_size})"
@@ -33,11 +47,8 @@ class Slate(spaces.Space):
 
     def contains(self, x: jax.Array) -> jax.Array:
         x = jnp.asarray(x)
-        if x.shape != self.shape or not jnp.issubdtype(x.dtype, jnp.integer):
-            return jnp.array(False)
-        in_range = jnp.all((x >= 0) & (x < self.n))
-        distinct = jnp.sum(x[:, None] == x[None, :]) == self.slate_size
-        return in_range & distinct
+        distinct = x.shape == self.shape and jnp.sum(x[:, None] == x[None, :]) == self.slate_size
+        return super().contains(x) & distinct
 
 
 def check_action(env_name: str, action, shape: tuple[int, ...], integer: bool) -> jax.Array:
@@ -58,25 +69,17 @@ def check_action(env_name: str, action, shape: tuple[int, ...], integer: bool) -
     return action
 
 
-class MultiDiscrete(spaces.Space):
+class MultiDiscrete(_Indices):
     """`size` independent indices, each in [0, n) (e.g. one price-grid index per product)."""
 
     def __init__(self, n: int, size: int):
         check_value(n, POSITIVE_INT, "MultiDiscrete.n")
         check_value(size, POSITIVE_INT, "MultiDiscrete.size")
-        self.n = n
+        super().__init__(n, (size,))
         self.size = size
-        self.shape = (size,)
-        self.dtype = jnp.int32
 
     def __repr__(self) -> str:
         return f"MultiDiscrete(n={self.n}, size={self.size})"
 
     def sample(self, key: jax.Array) -> jax.Array:
         return jax.random.randint(key, self.shape, 0, self.n, self.dtype)
-
-    def contains(self, x: jax.Array) -> jax.Array:
-        x = jnp.asarray(x)
-        if x.shape != self.shape or not jnp.issubdtype(x.dtype, jnp.integer):
-            return jnp.array(False)
-        return jnp.all((x >= 0) & (x < self.n))

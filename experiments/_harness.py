@@ -89,6 +89,37 @@ def num_seeds(args) -> int:
     return args.seeds or (3 if args.quick else 5)
 
 
+class Size(NamedTuple):
+    """An experiment's int option: its help, its default with --quick and without, its least
+    valid value."""
+
+    help: str
+    quick: int
+    full: int
+    minimum: int = 1
+
+
+def parse_sizes(parser: argparse.ArgumentParser, argv, **sizes: Size) -> argparse.Namespace:
+    """Parse `argv` with an int option `--<name>` (underscores as dashes) per entry of `sizes`:
+    one left unset takes its --quick or full default, one below its minimum is a parser error.
+    With `--seeds` (`make_parser`), `args.seeds` becomes `num_seeds`, which must be >= 2 (for
+    a confidence interval)."""
+    for name, size in sizes.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=size.help)
+    args = parser.parse_args(argv)
+    if hasattr(args, "seeds"):
+        args.seeds = num_seeds(args)
+        if args.seeds < 2:
+            parser.error(f"--seeds must be >= 2 (for an interval), got {args.seeds}")
+    for name, size in sizes.items():
+        if getattr(args, name) is None:
+            setattr(args, name, size.quick if args.quick else size.full)
+        if getattr(args, name) < size.minimum:
+            parser.error(f"--{name.replace('_', '-')} must be >= {size.minimum}, "
+                         f"got {getattr(args, name)}")
+    return args
+
+
 def cell(interval, fmt: str = ".3f") -> str:
     """'mean [low, high]' of a (mean, low, high) interval, each number formatted by `fmt`."""
     mean, low, high = interval

@@ -116,18 +116,12 @@ def run(num_seeds: int, total_timesteps: int, num_runs: int, days: int, out: Pat
 
 def main(argv=None) -> dict:
     parser = harness.make_parser(__doc__, "3 seeds and a shorter run (CPU, minutes)")
-    parser.add_argument("--total-steps", type=int, default=None, help="env steps per seed")
-    parser.add_argument("--runs", type=int, default=None, help="evaluation runs")
-    parser.add_argument("--days", type=int, default=None, help="days per evaluation run")
-    args = parser.parse_args(argv)
-    seeds = harness.num_seeds(args)
-    total = args.total_steps or (1_500_000 if args.quick else 5_000_000)
-    runs = args.runs or (5 if args.quick else 10)
-    days = args.days or (100 if args.quick else 200)
-    if seeds < 2 or runs < 2 or total < 1 or days < 1:
-        parser.error("--seeds and --runs must be >= 2 (for an interval); --total-steps and "
-                     "--days positive")
-    return run(seeds, total, runs, days, args.out, args.quiet)
+    args = harness.parse_sizes(
+        parser, argv, total_steps=harness.Size("env steps per seed", 1_500_000, 5_000_000),
+        runs=harness.Size("evaluation runs", 5, 10, minimum=2),
+        days=harness.Size("days per evaluation run", 100, 200))
+    return run(args.seeds, args.total_steps, args.runs, args.days, args.out, args.quiet)
+
 
 if __name__ == "__main__":
     main()

@@ -100,17 +100,13 @@ def write_table(summary, trained, best, ab, num_seeds, eval_episodes, path: Path
 
 def main(argv=None) -> dict:
     parser = harness.make_parser(__doc__, "3 seeds and a shorter run (CPU, minutes)")
-    parser.add_argument("--total-steps", type=int, default=None, help="env steps per seed")
-    parser.add_argument("--episodes", type=int, default=None, help="evaluation episodes per seed")
-    args = parser.parse_args(argv)
-    seeds = harness.num_seeds(args)
-    total = args.total_steps or (500_000 if args.quick else 2_000_000)
-    episodes = args.episodes or (500 if args.quick else 2000)
-    updates = min(config.num_updates for _, config in learner_configs(total).values())
-    if seeds < 2 or episodes < 1 or updates < 1:
-        parser.error("--seeds must be >= 2 (for an interval), --episodes positive, --total-steps "
-                     "at least one update of every learner (PPO: 4,096)")
-    return run(seeds, total, episodes, args.out, args.quiet)
+    args = harness.parse_sizes(
+        parser, argv, total_steps=harness.Size("env steps per seed", 500_000, 2_000_000),
+        episodes=harness.Size("evaluation episodes per seed", 500, 2000))
+    if min(config.num_updates for _, config in learner_configs(args.total_steps).values()) < 1:
+        parser.error("--total-steps must be at least one update of every learner (PPO: 4,096)")
+    return run(args.seeds, args.total_steps, args.episodes, args.out, args.quiet)
+
 
 if __name__ == "__main__":
     main()

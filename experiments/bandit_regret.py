@@ -225,22 +225,18 @@ def plot(results: dict, lai_robbins: float, path: Path) -> None:
 
 def main(argv=None) -> dict:
     parser = harness.make_parser(__doc__, "fewer runs (CPU, ~4 min)", seeds=False)
-    parser.add_argument("--runs", type=int, default=None, help="runs per algorithm on Bernoulli")
-    parser.add_argument("--rounds", type=int, default=10_000, help="rounds on Bernoulli")
-    parser.add_argument("--long-rounds", type=int, default=100_000,
-                        help="rounds of the long-horizon UCB1 (c=1) vs epsilon-greedy run")
-    args = parser.parse_args(argv)
-    runs = args.runs or (1000 if args.quick else 10_000)
-    if runs < 2 or min(args.rounds, args.long_rounds) < NUM_POINTS:
-        parser.error(f"--runs must be >= 2 (for an interval), --rounds and --long-rounds >= "
-                     f"{NUM_POINTS}")
+    args = harness.parse_sizes(
+        parser, argv, runs=harness.Size("runs per algorithm on Bernoulli", 1000, 10_000, 2),
+        rounds=harness.Size("rounds on Bernoulli", 10_000, 10_000, NUM_POINTS),
+        long_rounds=harness.Size("rounds of the long-horizon UCB1 (c=1) vs epsilon-greedy run",
+                                 100_000, 100_000, NUM_POINTS))
     side = (100, 2_000) if args.quick else (2_000, 10_000)  # pricing and contextual
     bernoulli = non_contextual(reward_scale=1.0, prior_mean=0.5, noise_std=0.5)
     # pricing: rewards price x purchase in [0, 10]; the largest arm std is about 2.8
     pricing = non_contextual(reward_scale=10.0, prior_mean=2.5, noise_std=2.5)
     long_horizon = {EPS: bernoulli[EPS], "UCB1 (c=1)": [UCB1(c=1.0)]}
-    plan = {BERNOULLI: (BERNOULLI, bernoulli, runs, args.rounds),
-            LONG: (BERNOULLI, long_horizon, min(runs, 1000), args.long_rounds),
+    plan = {BERNOULLI: (BERNOULLI, bernoulli, args.runs, args.rounds),
+            LONG: (BERNOULLI, long_horizon, min(args.runs, 1000), args.long_rounds),
             "PricingBandit-v0": ("PricingBandit-v0", pricing, *side),
             "ContextualLinearBandit-v0": ("ContextualLinearBandit-v0", CONTEXTUAL, *side)}
     # chunks of 10^7 rounds keep the per-round outputs of one chunk within a few GB

@@ -106,18 +106,11 @@ def write_table(summary, best_learner, best_rule, ab, trained, num_seeds, total_
 
 def main(argv=None) -> dict:
     parser = harness.make_parser(__doc__, "3 seeds and a shorter run (CPU, minutes)")
-    parser.add_argument("--total-steps", type=int, default=None, help="env steps per seed")
-    parser.add_argument("--runs", type=int, default=None, help="evaluation runs")
-    parser.add_argument("--episodes", type=int, default=None, help="customers per evaluation run")
-    args = parser.parse_args(argv)
-    seeds = harness.num_seeds(args)
-    total = args.total_steps or (2_000_000 if args.quick else 4_000_000)
-    runs = args.runs or (10 if args.quick else 20)
-    episodes = args.episodes or 1000
-    if seeds < 2 or runs < 2 or total < 1 or episodes < 1:
-        parser.error("--seeds and --runs must be >= 2 (for an interval); --total-steps and "
-                     "--episodes positive")
-    return run(seeds, total, runs, episodes, args.out, args.quiet)
+    args = harness.parse_sizes(
+        parser, argv, total_steps=harness.Size("env steps per seed", 2_000_000, 4_000_000),
+        runs=harness.Size("evaluation runs", 10, 20, minimum=2),
+        episodes=harness.Size("customers per evaluation run", 1000, 1000))
+    return run(args.seeds, args.total_steps, args.runs, args.episodes, args.out, args.quiet)
 
 
 if __name__ == "__main__":

@@ -131,17 +131,13 @@ def plot(curves, env_steps, references, path: Path) -> None:
 
 def main(argv=None) -> dict:
     parser = harness.make_parser(__doc__, "3 seeds, short runs (CPU, minutes)")
-    parser.add_argument("--total-steps", type=int, default=None)
-    parser.add_argument("--episodes", type=int, default=None, help="evaluation episodes per seed")
-    args = parser.parse_args(argv)
-    seeds = harness.num_seeds(args)
-    total = args.total_steps or (32_768 if args.quick else 1_000_000)
-    episodes = args.episodes or (200 if args.quick else 1000)
-    if seeds < 2 or total < 1024 or episodes < 1:
-        parser.error("--seeds must be >= 2 (for an interval), --total-steps >= 1024 (one update), "
-                     "--episodes positive")
+    args = harness.parse_sizes(
+        parser, argv,
+        total_steps=harness.Size("env steps per seed (one update: 1024)", 32_768, 1_000_000, 1024),
+        episodes=harness.Size("evaluation episodes per seed", 200, 1000))
     log_envs, log_steps, epochs = (64, 128, 6) if args.quick else (256, 256, 10)
-    return run(seeds, total, log_envs, log_steps, epochs, episodes, args.out, args.quiet)
+    return run(args.seeds, args.total_steps, log_envs, log_steps, epochs, args.episodes, args.out,
+               args.quiet)
 
 
 if __name__ == "__main__":

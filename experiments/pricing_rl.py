@@ -205,27 +205,19 @@ def plot(results: dict, path: Path) -> None:
 
 def main(argv=None) -> dict:
     parser = harness.make_parser(__doc__, "3 seeds, shorter runs (CPU, ~15 min)")
-    parser.add_argument("--ppo-steps", type=int, default=None, help="PPO env steps per seed")
-    parser.add_argument("--dqn-steps", type=int, default=None, help="DQN env steps per seed")
-    parser.add_argument("--bandit-rounds", type=int, default=None, help="bandit rounds per seed")
-    parser.add_argument("--episodes", type=int, default=None, help="evaluation episodes")
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
-    args = parser.parse_args(argv)
-    seeds = harness.num_seeds(args)
-    ppo_steps = args.ppo_steps or (500_000 if args.quick else 2_000_000)
-    dqn_steps = args.dqn_steps or (200_000 if args.quick else 500_000)
-    rounds = args.bandit_rounds or (20_000 if args.quick else 100_000)
-    episodes = args.episodes or (64 if args.quick else 256)
-    if seeds < 2 or episodes < 2 or min(ppo_steps, dqn_steps, rounds) < 1:
-        parser.error("--seeds and --episodes must be >= 2 (for an interval); --ppo-steps, "
-                     "--dqn-steps and --bandit-rounds positive")
+    args = harness.parse_sizes(
+        parser, argv, ppo_steps=harness.Size("PPO env steps per seed", 500_000, 2_000_000),
+        dqn_steps=harness.Size("DQN env steps per seed", 200_000, 500_000),
+        bandit_rounds=harness.Size("bandit rounds per seed", 20_000, 100_000),
+        episodes=harness.Size("evaluation episodes", 64, 256, minimum=2))
     start = time.perf_counter()
     results = {}
     for setting in args.settings:
-        results[setting] = run_setting(setting, seeds, ppo_steps, dqn_steps, rounds, episodes,
-                                       args.quiet)
+        results[setting] = run_setting(setting, args.seeds, args.ppo_steps, args.dqn_steps,
+                                       args.bandit_rounds, args.episodes, args.quiet)
         print(f"{setting}: done after {time.perf_counter() - start:.0f} s", flush=True)
-    write_table(results, seeds, rounds, episodes, time.perf_counter() - start,
+    write_table(results, args.seeds, args.bandit_rounds, args.episodes, time.perf_counter() - start,
                 args.out / "pricing_rl.md")
     plot(results, args.out / "pricing_rl.png")
     return results

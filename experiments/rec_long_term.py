@@ -84,15 +84,12 @@ def plot(curves, summary, path: Path) -> None:
 
 def main(argv=None) -> dict:
     parser = harness.make_parser(__doc__, "3 seeds and a shorter run (CPU, minutes)")
-    parser.add_argument("--total-steps", type=int, default=None)
-    parser.add_argument("--episodes", type=int, default=None, help="evaluation episodes per seed")
-    args = parser.parse_args(argv)
-    seeds = harness.num_seeds(args)
-    total = args.total_steps or (ppo.PPOConfig().total_timesteps // (2 if args.quick else 1))
-    episodes = args.episodes or (500 if args.quick else 2000)
-    if seeds < 2 or total < 1 or episodes < 1:
-        parser.error("--seeds must be >= 2 (for an interval); --total-steps and --episodes positive")
-    return run(seeds, total, episodes, args.out, args.quiet)
+    full = ppo.PPOConfig().total_timesteps
+    args = harness.parse_sizes(
+        parser, argv, total_steps=harness.Size("env steps per seed", full // 2, full),
+        episodes=harness.Size("evaluation episodes per seed", 500, 2000))
+    return run(args.seeds, args.total_steps, args.episodes, args.out, args.quiet)
+
 
 if __name__ == "__main__":
     main()

@@ -162,22 +162,16 @@ def plot(summary, notes, curves, path: Path) -> None:
 
 def main(argv=None) -> dict:
     parser = harness.make_parser(__doc__, "3 seeds and shorter runs (CPU, minutes)")
-    parser.add_argument("--total-steps", type=int, default=None, help="PPO env steps per seed")
-    parser.add_argument("--dqn-steps", type=int, default=None, help="DQN env steps per seed (0: no DQN)")
-    parser.add_argument("--episodes", type=int, default=None, help="evaluation episodes")
-    args = parser.parse_args(argv)
-    seeds = harness.num_seeds(args)
-    total = args.total_steps or (500_000 if args.quick else 5_000_000)
-    dqn_steps = (150_000 if args.quick else 1_000_000) if args.dqn_steps is None else args.dqn_steps
-    episodes = args.episodes or (500 if args.quick else 2000)
-    if seeds < 2 or total < 1 or dqn_steps < 0 or episodes < 2:
-        parser.error("--seeds and --episodes must be >= 2 (for an interval); --total-steps "
-                     "positive, --dqn-steps >= 0")
-    learners = {"PPO": (ppo, PPO_CONFIG.replace(total_timesteps=total), {})}
-    if dqn_steps:
-        learners["DQN"] = (dqn, DQN_CONFIG.replace(total_timesteps=dqn_steps),
+    args = harness.parse_sizes(
+        parser, argv, total_steps=harness.Size("PPO env steps per seed", 500_000, 5_000_000),
+        dqn_steps=harness.Size("DQN env steps per seed (0: no DQN)", 150_000, 1_000_000, 0),
+        episodes=harness.Size("evaluation episodes", 500, 2000, minimum=2))
+    learners = {"PPO": (ppo, PPO_CONFIG.replace(total_timesteps=args.total_steps), {})}
+    if args.dqn_steps:
+        learners["DQN"] = (dqn, DQN_CONFIG.replace(total_timesteps=args.dqn_steps),
                            {"order_grid": ORDER_GRID})
-    return run(learners, seeds, 32 if args.quick else 64, episodes, args.out, args.quiet)
+    return run(learners, args.seeds, 32 if args.quick else 64, args.episodes, args.out,
+               args.quiet)
 
 
 if __name__ == "__main__":

@@ -140,16 +140,13 @@ def plot(results: dict, j_star: float, path: Path) -> None:
 
 def main(argv=None) -> dict:
     parser = harness.make_parser(__doc__, "3 seeds, 1M steps (under a minute)")
-    parser.add_argument("--total-steps", type=int, default=None)
-    parser.add_argument("--points", type=int, default=20, help="evaluations along training")
-    args = parser.parse_args(argv)
-    seeds = harness.num_seeds(args)
-    total = args.total_steps or (1_000_000 if args.quick else 4_000_000)
     one_update = HYPERPARAMETERS["num_envs"] * HYPERPARAMETERS["num_steps"]
-    if seeds < 2 or total < one_update or args.points < 1:
-        parser.error("--seeds must be >= 2 (for an interval), --total-steps at least one update, "
-                     "--points >= 1")
-    return run(seeds, total, args.points, args.out, args.quiet)
+    args = harness.parse_sizes(
+        parser, argv,
+        total_steps=harness.Size("env steps per seed (at least one update)", 1_000_000, 4_000_000,
+                                 one_update),
+        points=harness.Size("evaluations along training", 20, 20))
+    return run(args.seeds, args.total_steps, args.points, args.out, args.quiet)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@
 auto-resetting envs, and `finish` an update with its metrics. Each `Transition` stores
 `terminated`, `done` and the value of the step's final observation, so `targets.gae` cuts
 traces at episode ends but bootstraps a truncated (time-limited) episode from V(final obs).
-Also here: the learned policy and the CLI's `network_params`.
+Also here: the rules, loss terms and one-gradient-step-per-rollout learner that A2C and
+REINFORCE share (PPO shares the rules and loss terms), the learned policy and the CLI's
+`network_params`.
 
 The network is the env's default actor-critic (`networks.make_actor_critic`) or, with a
 config's `network` field set to "transformer-<preset>", a `networks.TransformerActorCritic`.
@@ -18,11 +20,20 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
+from ecomrl_jax.learners.config import check_bools, check_config, check_one_update, make_optimizer
 from ecomrl_jax.learners.distributions import action_spec, log_prob_entropy, sample_action, to_env_action
-from ecomrl_jax.learners.loop import Episodes, LoopState, make_env_loop
+from ecomrl_jax.learners.loop import Episodes, Learner, LoopState, make_env_loop
 from ecomrl_jax.learners.networks import make_actor_critic, make_transformer_actor_critic
 from ecomrl_jax.learners.targets import gae
+from ecomrl_jax.rules import DISCOUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Rule
+
+# Rules of the fields every on-policy config has (PPO, A2C and REINFORCE add their own).
+ACTOR_CRITIC_RULES: dict[str, Rule] = {
+    **{name: POSITIVE_INT for name in ("num_envs", "num_steps", "total_timesteps", "hidden_size")},
+    "lr": POSITIVE, "gamma": DISCOUNT, "ent_coef": NON_NEGATIVE, "vf_coef": NON_NEGATIVE,
+    "max_grad_norm": POSITIVE}
 
 
 class TrainState(NamedTuple):
@@ -57,6 +68,54 @@ def advantages_and_targets(transitions: Transition, gamma, gae_lambda):
     """`targets.gae` over a collected rollout (time-major)."""
     return gae(transitions.reward, transitions.value, transitions.next_value,
                transitions.terminated, transitions.done, gamma, gae_lambda)
+
+
+def check_rollout_config(config, table: dict[str, Rule]) -> None:
+    """ValueError naming the first invalid field of an on-policy config: a rule of `table`, a
+    non-bool `anneal_lr`, or fewer `total_timesteps` than one rollout of all envs."""
+    check_config(config, table)
+    check_bools(config, "anneal_lr")
+    check_one_update(config, config.batch_size, "num_envs * num_steps")
+
+
+def loss_terms(loss_actor, value, targets, entropy, vf_coef, ent_coef):
+    """`(total, parts)`: `loss_actor + vf_coef * value loss - ent_coef * mean entropy`, the
+    value loss half the mean squared error of `value` to `targets`; parts are the metrics."""
+    loss_value = 0.5 * jnp.mean(jnp.square(value - targets))
+    entropy = jnp.mean(entropy)
+    total = loss_actor + vf_coef * loss_value - ent_coef * entropy
+    return total, {"loss_total": total, "loss_actor": loss_actor, "loss_value": loss_value,
+                   "entropy": entropy}
+
+
+def make_one_step_learner(config, env, env_params, learner: str, estimate: Callable,
+                          init_network_params=None) -> Learner:
+    """A `Learner` taking one gradient step (Adam, global-norm clipping) per rollout on the
+    policy gradient of batch-normalised advantages plus the value loss and entropy bonus
+    (`loss_terms`): A2C and REINFORCE, which differ only in `estimate(transitions) ->
+    (advantages, value targets)`. `init_network_params` replace the fresh network params."""
+    rollout = make_rollout(env, env_params, learner, config.hidden_size, config.num_envs,
+                           config.num_steps, getattr(config, "network", "default"))
+    tx = make_optimizer(config.lr, config.max_grad_norm, config.anneal_lr, config.num_updates)
+
+    def loss_fn(params, transitions, advantages, targets):
+        dist, value = rollout.network.apply(params, transitions.obs)
+        log_prob, entropy = log_prob_entropy(dist, transitions.action)
+        adv = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        return loss_terms(-jnp.mean(log_prob * adv), value, targets, entropy, config.vf_coef,
+                          config.ent_coef)
+
+    def update(runner: RunnerState):
+        runner, transitions, episodes = rollout.collect(runner)
+        advantages, targets = estimate(transitions)
+        params, opt_state = runner.train_state
+        grads, losses = jax.grad(loss_fn, has_aux=True)(params, transitions, advantages, targets)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        train_state = TrainState(optax.apply_updates(params, updates), opt_state)
+        return rollout.finish(runner._replace(train_state=train_state), episodes, losses)
+
+    return Learner(init=lambda key: rollout.init(key, tx, init_network_params), update=update,
+                   num_updates=config.num_updates, steps_per_update=config.batch_size)
 
 
 def make_network(env, env_params, hidden_size: int, learner: str, network: str = "default"):

@@ -298,8 +298,25 @@ class GaussianThompson:
         return state.update(arm, reward)
 
 
+class _DisjointLinear:
+    """`check_env`, `init` and `update` of the disjoint linear algorithms (LinUCB, linear
+    Thompson sampling): ridge regression per arm (`LinearState`) with penalty `regularization`,
+    on contextual envs only."""
+
+    def check_env(self, env: BanditEnv, env_params) -> None:
+        _require_contextual(env, type(self).__name__)
+
+    def init(self, env: BanditEnv, env_params) -> LinearState:
+        k, d = env.num_arms, env.context_dim
+        eye = jnp.broadcast_to(jnp.eye(d, dtype=jnp.float32), (k, d, d))
+        return LinearState(a_inv=eye / self.regularization, b=jnp.zeros((k, d), jnp.float32))
+
+    def update(self, state: LinearState, key, arm, contexts, reward) -> LinearState:
+        return state.update(arm, contexts, reward)
+
+
 @struct.dataclass
-class LinUCB:
+class LinUCB(_DisjointLinear):
     """Disjoint LinUCB (Li et al. 2010): index x_a^T theta_a + alpha * sqrt(x_a^T A_a^-1 x_a),
     ridge regression per arm with penalty `regularization`."""
 
@@ -309,12 +326,6 @@ class LinUCB:
     def validate(self) -> None:
         check(self, {"alpha": NON_NEGATIVE, "regularization": POSITIVE})
 
-    def check_env(self, env: BanditEnv, env_params) -> None:
-        _require_contextual(env, "LinUCB")
-
-    def init(self, env: BanditEnv, env_params) -> LinearState:
-        return _linear_init(env, self.regularization)
-
     def index(self, state: LinearState, contexts: jax.Array) -> jax.Array:
         mean, var = state.estimates(contexts)
         return mean + self.alpha * jnp.sqrt(var)
@@ -323,12 +334,9 @@ class LinUCB:
         index = self.index(state, contexts)
         return _argmax_random_tie(index, jax.random.uniform(key, index.shape)).astype(jnp.int32)
 
-    def update(self, state: LinearState, key, arm, contexts, reward) -> LinearState:
-        return state.update(arm, contexts, reward)
-
 
 @struct.dataclass
-class LinearThompson:
+class LinearThompson(_DisjointLinear):
     """Linear Thompson sampling, disjoint per arm: theta_a ~ N(theta_hat_a, v^2 A_a^-1). Only
     x_a^T theta_a matters and arms are independent, so the score of arm a is drawn exactly as
     N(x_a^T theta_hat_a, v^2 x_a^T A_a^-1 x_a), with no matrix square root."""
@@ -339,19 +347,10 @@ class LinearThompson:
     def validate(self) -> None:
         check(self, {"v": NON_NEGATIVE, "regularization": POSITIVE})
 
-    def check_env(self, env: BanditEnv, env_params) -> None:
-        _require_contextual(env, "LinearThompson")
-
-    def init(self, env: BanditEnv, env_params) -> LinearState:
-        return _linear_init(env, self.regularization)
-
     def select(self, state: LinearState, key, contexts) -> jax.Array:
         mean, var = state.estimates(contexts)
         z = jax.random.normal(key, mean.shape)
         return jnp.argmax(mean + self.v * jnp.sqrt(var) * z).astype(jnp.int32)
-
-    def update(self, state: LinearState, key, arm, contexts, reward) -> LinearState:
-        return state.update(arm, contexts, reward)
 
 
 def make_run(algo, env: BanditEnv, env_params, num_rounds: int):
@@ -404,12 +403,6 @@ def lai_robbins_constant(means) -> float:
               + (1 - mu) * math.log((1 - mu) / (1 - best)))
         total += (best - mu) / kl
     return total
-
-
-def _linear_init(env: BanditEnv, regularization) -> LinearState:
-    k, d = env.num_arms, env.context_dim
-    eye = jnp.broadcast_to(jnp.eye(d, dtype=jnp.float32), (k, d, d))
-    return LinearState(a_inv=eye / regularization, b=jnp.zeros((k, d), jnp.float32))
 
 
 def _untried_first(counts: jax.Array, values: jax.Array) -> jax.Array:

@@ -19,7 +19,16 @@ EPSILON_SCHEDULES = ("constant", "linear", "exponential")
 ADAM_EPS = 1e-5
 
 
-class RolloutSizes:
+class UpdateCount:
+    """`num_updates` of a config with `total_timesteps` and a `steps_per_update` property."""
+
+    @property
+    def num_updates(self) -> int:
+        """Updates in a full run (total_timesteps rounded down to whole updates)."""
+        return self.total_timesteps // self.steps_per_update
+
+
+class RolloutSizes(UpdateCount):
     """`batch_size` and `num_updates` of a config with `num_envs`, `num_steps`, `total_timesteps`."""
 
     @property
@@ -27,10 +36,7 @@ class RolloutSizes:
         """Env steps per update (all envs together)."""
         return self.num_envs * self.num_steps
 
-    @property
-    def num_updates(self) -> int:
-        """Updates in a full run (total_timesteps rounded down to whole updates)."""
-        return self.total_timesteps // self.batch_size
+    steps_per_update = batch_size
 
 
 def check_config(config, table: dict[str, rules.Rule]) -> None:

@@ -39,8 +39,9 @@ import optax
 from flax import struct
 from gymnax.environments import spaces
 
-from ecomrl_jax.learners.config import (EPSILON_SCHEDULES, check_bools, check_choice, check_config,
-                                        check_one_update, epsilon_schedule, make_optimizer)
+from ecomrl_jax.learners.config import (EPSILON_SCHEDULES, UpdateCount, check_bools, check_choice,
+                                        check_config, check_one_update, epsilon_schedule,
+                                        make_optimizer)
 from ecomrl_jax.learners.loop import Learner, LoopState, make_env_loop, train_fn
 from ecomrl_jax.learners.networks import make_q_network
 from ecomrl_jax.learners.replay import ReplayBuffer, buffer_add, buffer_init, buffer_sample
@@ -54,7 +55,7 @@ LOSSES = ("huber", "mse")
 
 
 @struct.dataclass
-class DQNConfig:
+class DQNConfig(UpdateCount):
     """DQN hyperparameters; defaults are tuned for ShopperRec-v0 on a 2-core CPU.
 
     Epsilon: "constant" keeps `epsilon_start`; "linear" and "exponential" go from
@@ -95,11 +96,6 @@ class DQNConfig:
     def steps_per_update(self) -> int:
         """Env steps per update (all envs together)."""
         return self.num_envs * self.train_frequency
-
-    @property
-    def num_updates(self) -> int:
-        """Updates in a full run (total_timesteps rounded down to whole updates)."""
-        return self.total_timesteps // self.steps_per_update
 
     @property
     def num_gradient_steps(self) -> int:

@@ -47,6 +47,15 @@ class MLP(nn.Module):
         return _dense(self.features[-1], self.out_scale)(x)
 
 
+def _actor_and_critic(obs, obs_ndim: int, hidden_size: int, num_layers: int, actor_outputs: int):
+    """`(actor output, value)` of separate actor and critic MLPs (`num_layers` hidden layers of
+    `hidden_size`) over `obs` flattened past its batch dimensions, for use inside a compact
+    module; the actor's output layer has `actor_outputs` units of small initial scale."""
+    x = jnp.reshape(obs, obs.shape[:obs.ndim - obs_ndim] + (-1,))
+    hidden = [hidden_size] * num_layers
+    return MLP((*hidden, actor_outputs), out_scale=0.01)(x), MLP((*hidden, 1))(x)[..., 0]
+
+
 class MLPActorCritic(nn.Module):
     """Separate actor and critic MLPs over a flat Box observation; logits over `num_actions`."""
 
@@ -57,11 +66,8 @@ class MLPActorCritic(nn.Module):
 
     @nn.compact
     def __call__(self, obs):
-        x = jnp.reshape(obs, obs.shape[:obs.ndim - self.obs_ndim] + (-1,))
-        hidden = [self.hidden_size] * self.num_layers
-        logits = MLP((*hidden, self.num_actions), out_scale=0.01)(x)
-        value = MLP((*hidden, 1))(x)[..., 0]
-        return logits, value
+        return _actor_and_critic(obs, self.obs_ndim, self.hidden_size, self.num_layers,
+                                 self.num_actions)
 
 
 class GaussianActorCritic(nn.Module):
@@ -76,11 +82,9 @@ class GaussianActorCritic(nn.Module):
 
     @nn.compact
     def __call__(self, obs):
-        x = jnp.reshape(obs, obs.shape[:obs.ndim - self.obs_ndim] + (-1,))
-        hidden = [self.hidden_size] * self.num_layers
-        mean = MLP((*hidden, self.action_dim), out_scale=0.01)(x)
+        mean, value = _actor_and_critic(obs, self.obs_ndim, self.hidden_size, self.num_layers,
+                                        self.action_dim)
         log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
-        value = MLP((*hidden, 1))(x)[..., 0]
         return Gaussian(mean, jnp.broadcast_to(log_std, mean.shape)), value
 
 

@@ -19,13 +19,12 @@ import optax
 from flax import struct
 
 from ecomrl_jax.learners.actor_critic import (  # noqa: F401 (make_policy, network_params: the CLI's interface)
-    RunnerState, TrainState, advantages_and_targets, make_policy, make_rollout, network_params)
-from ecomrl_jax.learners.config import (RolloutSizes, check_bools, check_config, check_one_update,
-                                        make_optimizer)
+    ACTOR_CRITIC_RULES, RunnerState, TrainState, advantages_and_targets, check_rollout_config,
+    loss_terms, make_policy, make_rollout, network_params)
+from ecomrl_jax.learners.config import RolloutSizes, make_optimizer
 from ecomrl_jax.learners.distributions import log_prob_entropy
 from ecomrl_jax.learners.loop import Learner, train_fn
-from ecomrl_jax.rules import (DISCOUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INT,
-                              UNIT_INTERVAL)
+from ecomrl_jax.rules import POSITIVE, POSITIVE_INT, UNIT_INTERVAL
 
 
 @struct.dataclass
@@ -50,18 +49,14 @@ class PPOConfig(RolloutSizes):
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field; traced (vmapped) values are skipped."""
-        check_config(self, PPO_RULES)
-        check_bools(self, "anneal_lr")
-        check_one_update(self, self.batch_size, "num_envs * num_steps")
+        check_rollout_config(self, PPO_RULES)
         if self.batch_size % self.num_minibatches:
             raise ValueError(f"num_envs * num_steps ({self.batch_size}) must be divisible by "
                              f"num_minibatches ({self.num_minibatches})")
 
 
-PPO_RULES = {**{name: POSITIVE_INT for name in ("num_envs", "num_steps", "total_timesteps",
-                                                 "update_epochs", "num_minibatches", "hidden_size")},
-             "lr": POSITIVE, "gamma": DISCOUNT, "gae_lambda": UNIT_INTERVAL, "clip_eps": POSITIVE,
-             "ent_coef": NON_NEGATIVE, "vf_coef": NON_NEGATIVE, "max_grad_norm": POSITIVE}
+PPO_RULES = {**ACTOR_CRITIC_RULES, "update_epochs": POSITIVE_INT, "num_minibatches": POSITIVE_INT,
+             "gae_lambda": UNIT_INTERVAL, "clip_eps": POSITIVE}
 
 
 def validate_config(config: PPOConfig) -> None:
@@ -87,12 +82,9 @@ def make_learner(config: PPOConfig, env, env_params, init_network_params=None) -
         adv = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         loss_actor = -jnp.mean(jnp.minimum(
             ratio * adv, jnp.clip(ratio, 1.0 - config.clip_eps, 1.0 + config.clip_eps) * adv))
-        loss_value = 0.5 * jnp.mean(jnp.square(value - targets))
-        entropy = jnp.mean(entropy)
-        total = loss_actor + config.vf_coef * loss_value - config.ent_coef * entropy
-        approx_kl = jnp.mean((ratio - 1.0) - log_ratio)
-        return total, {"loss_total": total, "loss_actor": loss_actor, "loss_value": loss_value,
-                       "entropy": entropy, "approx_kl": approx_kl}
+        total, losses = loss_terms(loss_actor, value, targets, entropy, config.vf_coef,
+                                   config.ent_coef)
+        return total, {**losses, "approx_kl": jnp.mean((ratio - 1.0) - log_ratio)}
 
     def minibatch_step(train_state, minibatch):
         params, opt_state = train_state
