@@ -1,6 +1,8 @@
-"""PPO (ecomrl_jax/learners/ppo.py): config validation, shapes, determinism, resume, vmap, slates,
+"""PPO (ecomrl_jax/learners/ppo.py): config validation, metrics, vmap, slates,
 and learning on ShopperRec-v0 (and, slow, on continuous-action Pendulum-v1). The action
 distributions are tested in test_distributions.py.
+Determinism and checkpoint resume of every learner are tests/contract/test_learners.py's;
+the one-shot `train` equals chunked `run_updates` (every learner's `loop.train_fn`) in test_dqn.py.
 
 Compiling `train` takes ~10 s on a 2-core CPU, so tests share compiled runs and compile the
 tiny ones with XLA's backend optimisation off (about half the compile time; they run in ms).
@@ -17,10 +19,9 @@ from gymnax.environments.classic_control import Pendulum
 import ecomrl_jax
 from ecomrl_jax.learners import ppo
 from ecomrl_jax.envs.recommendation.policies import myopic_oracle
-from ecomrl_jax.learners.loop import run_updates
 from ecomrl_jax.evaluation import evaluate
 from ecomrl_jax.learners.networks import make_actor_critic
-from tests.helpers import assert_identical, quick_jit
+from tests.helpers import quick_jit
 
 TINY = dict(num_envs=8, num_steps=16, total_timesteps=8 * 16 * 4, update_epochs=2,
             num_minibatches=2, hidden_size=16)
@@ -113,24 +114,6 @@ def test_episode_metrics_average_finished_episodes_and_carry_when_none_finish(ti
     for name in EPISODE_METRICS:
         assert metrics[name][0] == 0.0 and metrics[name][3] == metrics[name][2], name
     assert 0.0 < metrics["clicks"][1] <= 24.0
-
-
-def test_same_key_gives_identical_run(tiny_run):
-    _, train, first = tiny_run
-    assert_identical(first, train(jax.random.key(0)))
-
-
-def test_chunked_resume_equals_one_shot(fixed_length, tiny_run):
-    env, params = fixed_length
-    config, _, (one_shot_state, one_shot_metrics) = tiny_run
-    learner = ppo.make_learner(config, env, params)
-    state = quick_jit(learner.init, jax.random.key(0))(jax.random.key(0))
-    two_updates = quick_jit(lambda s: run_updates(learner, s, 2), state)
-    state, first = two_updates(state)
-    state, second = two_updates(state)
-    assert_identical(state, one_shot_state)
-    assert_identical(jax.tree.map(lambda a, b: jnp.concatenate([a, b]), first, second),
-                      one_shot_metrics)
 
 
 def test_vmap_over_seeds_on_a_box_observation_env():
