@@ -334,30 +334,25 @@ def test_policy_for_a_single_env(small, ql_run):
 
 @pytest.mark.slow
 def test_q_learning_approaches_optimal_q_on_toyrec_v0(toyrec_model):
-    """2M env steps per seed, alpha 0.05, epsilon 0.2 (~1 min): on pairs visited >= 0.05 times
-    per episode (~5000 visits) |Q - Q*| <= 0.25 (measured 0.14-0.16), the greedy policy is
-    within 5% of the optimal value (measured 97.7-99.4%; the myopic policy gets 93%), and its
-    start-state actions are optimal up to near-ties (value gap <= 0.05; measured at most 0.03,
-    Q* action gaps there are ~0.02-0.1)."""
+    """20M env steps per seed, alpha 0.01, epsilon 0.2 (~20 s): on pairs visited >= 0.05 times
+    per episode |Q - Q*| <= 0.12 (measured 0.046-0.081 over 8 seeds) and the greedy policy is
+    within 2% of the optimal value (measured 98.7-99.6%; the myopic policy gets 93%). Start-state
+    actions are not asserted one by one: their Q* gaps (0.02-0.07) are below the Q error, so
+    the greedy action there is optimal only up to such near-ties."""
     env, params, model, R, q_star = toyrec_model
-    config = tabular.QLearningConfig(alpha=0.05, epsilon=0.2, num_envs=64, num_steps=25,
-                                     total_timesteps=2_000_000)
+    config = tabular.QLearningConfig(alpha=0.01, epsilon=0.2, num_envs=64, num_steps=25,
+                                     total_timesteps=20_000_000)
     keys = jax.random.split(jax.random.key(0), 2)
     state, _ = jax.jit(jax.vmap(tabular.make_train(config, env, params)))(keys)
     d0 = env.initial_state_distribution(params)
-    v_star = q_star.max(-1)
-    starts = np.flatnonzero(np.asarray(d0))
     for q in state.q_table:
         behaviour = tabular.epsilon_greedy_probs(q, config.epsilon)
         visited = mdp.expected_visits(model, d0, behaviour, int(params.max_steps_in_episode))
         visited = visited >= 0.05
         assert visited.sum() > 50
-        assert float(jnp.abs(q - q_star)[visited].max()) <= 0.25
-        greedy = q.argmax(-1)
-        j = float(d0 @ mdp.policy_value(model, R, GAMMA, greedy))
-        assert j >= 0.95 * float(d0 @ v_star)
-        gap = v_star[starts] - q_star[starts, greedy[starts]]
-        assert float(gap.max()) <= 0.05
+        assert float(jnp.abs(q - q_star)[visited].max()) <= 0.12
+        j = float(d0 @ mdp.policy_value(model, R, GAMMA, q.argmax(-1)))
+        assert j >= 0.98 * float(d0 @ q_star.max(-1))
 
 
 @pytest.mark.slow
