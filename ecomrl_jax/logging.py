@@ -194,9 +194,11 @@ PROGRESS_CHUNKS = 50  # progress reports per run: a few seconds each for a run o
 
 def chunk_sizes(num_updates: int, done: int = 0, count: int = PROGRESS_CHUNKS):
     """Yield the sizes of the chunks that run updates `done..num_updates` with progress between
-    them: about `num_updates / count` each, the last one shorter if needed, so a chunked run
-    compiles at most two chunk functions. A run resumed at a chunk boundary gets the same sizes."""
+    them: `s = ceil(num_updates / count)` each, or the first divisor of `num_updates` in
+    [s, 2s] so that every chunk has one size and a chunked run compiles one chunk function;
+    without such a divisor the last chunk is shorter (two functions). A run resumed at a chunk boundary gets the same sizes."""
     size = max(1, -(-num_updates // count))
+    size = next((d for d in range(size, 2 * size + 1) if num_updates % d == 0), size)
     while done < num_updates:
         yield min(size, num_updates - done)
         done += size

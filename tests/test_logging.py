@@ -131,15 +131,17 @@ def test_progress_bar_writes_tenths_to_a_file_and_nothing_when_quiet():
     assert quiet.getvalue() == "" and "4/4 updates" in line
 
 
-def test_chunk_sizes_give_one_size_and_at_most_one_shorter_last():
-    assert list(chunk_sizes(10, count=4)) == [3, 3, 3, 1]
+def test_chunk_sizes_give_one_size_where_a_divisor_allows_else_a_shorter_last():
+    assert list(chunk_sizes(12, count=4)) == [3, 3, 3, 3]
+    assert list(chunk_sizes(256, count=20)) == [16] * 16  # 13 does not divide 256, 16 does
+    assert list(chunk_sizes(11, count=4)) == [3, 3, 3, 2]  # 11 is prime: a shorter last chunk
     assert list(chunk_sizes(3, count=50)) == [1, 1, 1]
-    assert list(chunk_sizes(10, done=6, count=4)) == [3, 1]  # resumed at a chunk boundary
+    assert list(chunk_sizes(11, done=6, count=4)) == [3, 2]  # resumed at a chunk boundary
     assert list(chunk_sizes(10, done=10)) == []
     for total in (1, 7, 49, 50, 51, 488, 10_001):
         sizes = list(chunk_sizes(total))
         assert sum(sizes) == total and len(set(sizes[:-1])) <= 1 and sizes[-1] <= sizes[0]
-        assert len(sizes) <= PROGRESS_CHUNKS
+        assert sizes[0] <= 2 * -(-total // PROGRESS_CHUNKS) and len(sizes) <= PROGRESS_CHUNKS
 
 
 def test_progress_bar_redraws_one_line_on_a_terminal():
