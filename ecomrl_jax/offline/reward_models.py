@@ -31,7 +31,7 @@ class RewardModel:
     num_folds: int = struct.field(pytree_node=False, default=1)  # 1 = fit and predict on all rows (obp)
     num_steps: int = struct.field(pytree_node=False, default=500)  # full-batch Adam steps
     learning_rate: float = 0.05
-    l2: float = 1e-4  # weight decay on the mean loss
+    l2: float = 1e-3  # L2 penalty on the weights (not the biases) added to the mean loss
 
     def validate(self) -> "RewardModel":
         rules.check(self, RULES)
@@ -53,10 +53,11 @@ def _item_features(data: LoggedBandit) -> jax.Array:
     return data.action_context
 
 
-def _standardise(x: jax.Array, reference: jax.Array) -> jax.Array:
-    """Columns of `x` centred and scaled by `reference`'s mean and sd (constant columns by 1)."""
-    mean, sd = reference.mean(axis=0), reference.std(axis=0)
-    return (x - mean) / jnp.where(sd > 0, sd, 1.0)
+def _scale(x: jax.Array, reference: jax.Array) -> jax.Array:
+    """Columns of `x` divided by `reference`'s largest |value| (all-zero columns by 1): one-hot
+    features stay 0/1 (standardising would blow rare categories up), numeric ones fall in [-1, 1]."""
+    top = jnp.abs(reference).max(axis=0)
+    return x / jnp.where(top > 0, top, 1.0)
 
 
 def fold_ids(key: jax.Array, n: int, num_folds: int) -> jax.Array:
@@ -71,8 +72,8 @@ def fit_predict(model: RewardModel, data: LoggedBandit, key: jax.Array) -> jax.A
     n, num_actions, len_list = data.n_rows, data.num_actions, data.len_list
     k_fold, k_init = jax.random.split(key)
     items = _item_features(data)
-    context = _standardise(data.context, data.context)
-    items = _standardise(items, items[data.action])  # scaled as the logged rows see them
+    context = _scale(data.context, data.context)
+    items = _scale(items, items[data.action])  # scaled as the logged rows see them
     net = MLP((*model.hidden, 1))
     init_params = net.init(k_init, jnp.zeros((1, context.shape[1] + items.shape[1])))
     logged = jnp.concatenate([context, items[data.action]], axis=1)  # (n, d + d_a)
@@ -84,18 +85,25 @@ def fit_predict(model: RewardModel, data: LoggedBandit, key: jax.Array) -> jax.A
             per_row = optax.sigmoid_binary_cross_entropy(out, data.reward)
         else:
             per_row = (out - data.reward) ** 2
-        decay = sum(jnp.sum(w ** 2) for w in jax.tree.leaves(params))
+        decay = sum(jnp.sum(w ** 2) for w in jax.tree.leaves(params["params"]) if w.ndim == 2)  # kernels
         return jnp.sum(rows_weight * per_row) / jnp.maximum(jnp.sum(rows_weight), 1.0) + 0.5 * model.l2 * decay
 
     optimiser = optax.adam(model.learning_rate)
 
     def train(rows_weight):
+        # start from the constant model (the output bias at the link of the mean reward): Adam
+        # would take thousands of steps to move a logit to OBD's click rate of 0.4%
+        mean = jnp.sum(rows_weight * data.reward) / jnp.maximum(jnp.sum(rows_weight), 1.0)
+        bias = jax.scipy.special.logit(jnp.clip(mean, 1e-4, 1 - 1e-4)) if model.link == "logistic" else mean
+        params = jax.tree.map(lambda x: x, init_params)  # a copy to set the bias in
+        params["params"][f"Dense_{len(model.hidden)}"]["bias"] = jnp.full((1,), bias)
+
         def step(carry, _):
             params, opt_state = carry
             grads = jax.grad(loss)(params, rows_weight)
             updates, opt_state = optimiser.update(grads, opt_state)
             return (optax.apply_updates(params, updates), opt_state), None
-        (params, _), _ = jax.lax.scan(step, (init_params, optimiser.init(init_params)), None, model.num_steps)
+        (params, _), _ = jax.lax.scan(step, (params, optimiser.init(params)), None, model.num_steps)
         return params
 
     # rows each (fold, position) model trains on: its position, outside its fold (all rows if one fold)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ecomrl_jax.offline import LoggedBandit
+from ecomrl_jax.offline import LoggedBandit, load_obd
 from ecomrl_jax.offline.reward_models import RewardModel, check_rewards, fit_predict
 
 N, NUM_ACTIONS, LEN_LIST, DIM = 4000, 6, 2, 3
@@ -80,3 +80,12 @@ def test_bad_settings_are_refused(log):
         check_rewards(RewardModel(), data.replace(reward=2 * data.reward))
     with pytest.raises(ValueError, match=r"no logged rows at positions \[1\]"):
         check_rewards(RewardModel(), data.replace(position=jnp.zeros_like(data.position)))
+
+
+def test_cross_fitted_predictions_are_calibrated_on_obd():
+    """On OBD's rare clicks (0.4%) the mean out-of-fold prediction at the logged item and position
+    matches the click rate (the output bias starts at the logit of the mean reward)."""
+    data = load_obd("random")
+    q_hat = fit_predict(RewardModel(num_folds=3, num_steps=100), data, jax.random.key(0))
+    logged = q_hat[jnp.arange(data.n_rows), data.action, data.position]
+    assert abs(float(logged.mean()) / float(data.reward.mean()) - 1) < 0.05
