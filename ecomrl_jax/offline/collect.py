@@ -142,8 +142,8 @@ def position_marginals(probs: jax.Array, len_list: int) -> jax.Array:
     if len_list == 1:
         return probs[:, None]
     slates = all_slates(probs.shape[-1], len_list)
-    weight = slate_probs(probs, jnp.asarray(slates))
-    return jnp.zeros((probs.shape[-1], len_list)).at[slates, np.arange(len_list)].add(weight[:, None])
+    shown = np.eye(probs.shape[-1], dtype=np.float32)[slates]  # (S, len_list, K)
+    return jnp.einsum("s,slk->kl", slate_probs(probs, jnp.asarray(slates)), shown)
 
 
 def action_dist(policy: Policy, context: jax.Array, len_list: int) -> jax.Array:
