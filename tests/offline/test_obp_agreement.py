@@ -30,7 +30,7 @@ def test_estimates_match_obp(behavior):
     E.check_action_dist(dist, data)
     terms = jax.jit(E.row_terms)(data, dist, q)
     tau, lambda_ = REFERENCE["tau"], REFERENCE["lambda"]
-    ours = {**E.estimate(terms, tuple(E.ESTIMATORS)),
+    ours = {**E.estimate(terms, ("ipw", "snipw", "dm", "dr", "sndr", "switch-dr", "dr-os")),
             f"switch-dr tau={tau:g}": E.switch_dr(terms, tau=tau), f"dr-os lambda={lambda_:g}": E.dros(terms, lambda_=lambda_)}
     assert set(ours) == set(expected["estimates"])
     for name, value in expected["estimates"].items():
