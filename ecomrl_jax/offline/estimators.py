@@ -5,7 +5,8 @@ the probability of showing each item at each slate position in each logged row (
 single-item logs). `row_terms` reduces a log, that distribution and a reward model's predictions
 `q_hat` (same shape) to four numbers per row; every estimator is a jittable, vmappable function of
 those, written as obp 0.4.1 writes it (`obp/ope/estimators.py`; same names and hyperparameter
-defaults: Switch-DR tau=1, DRos lambda_=0), so the estimates match obp's on the same inputs.
+defaults: Switch-DR tau=1, DRos lambda_=0), so the estimates match obp's on the same inputs;
+`switch-dr-slope` and `dr-os-slope` tune that hyperparameter by SLOPE as obp 0.5 does.
 `bootstrap` resamples rows for every estimator at once: one computation vmapped over resample keys.
 """
 
@@ -15,6 +16,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.stats
 from flax import struct
 
 from ecomrl_jax.offline.data import LoggedBandit
@@ -86,28 +88,79 @@ def sndr(t: RowTerms) -> jax.Array:
     return jnp.mean(q_policy + t.weight * (t.reward - q_logged) / _nonzero(jnp.mean(t.weight)))
 
 
+def _dr_rows(t: RowTerms, weight: jax.Array, name: str) -> jax.Array:
+    """(n,) DR's per-row terms with the residual weighted by `weight` instead of w_t."""
+    q_logged, q_policy = _model_terms(t, name)
+    return q_policy + weight * (t.reward - q_logged)
+
+
+def _switch_weight(t: RowTerms, tau) -> jax.Array:
+    return jnp.where(t.weight <= tau, t.weight, 0.0)
+
+
+def _shrunk_weight(t: RowTerms, lambda_) -> jax.Array:
+    return jnp.where(jnp.isinf(lambda_), t.weight, lambda_ * t.weight / _nonzero(t.weight ** 2 + lambda_))
+
+
 def switch_dr(t: RowTerms, tau: float = 1.0) -> jax.Array:
     """Switch-DR (Wang et al. 2017): DR's residual term only where w_t <= tau (obp's default tau 1)."""
-    q_logged, q_policy = _model_terms(t, "switch-dr")
-    return jnp.mean(q_policy + jnp.where(t.weight <= tau, t.weight, 0.0) * (t.reward - q_logged))
+    return jnp.mean(_dr_rows(t, _switch_weight(t, tau), "switch-dr"))
 
 
 def dros(t: RowTerms, lambda_: float = 0.0) -> jax.Array:
     """DR with optimistic shrinkage (Su et al. 2020): weights lambda w / (w^2 + lambda); lambda 0
     (obp's default) is DM, lambda -> inf is DR."""
-    q_logged, q_policy = _model_terms(t, "dr-os")
-    shrunk = jnp.where(jnp.isinf(lambda_), t.weight,
-                       lambda_ * t.weight / _nonzero(t.weight ** 2 + lambda_))
-    return jnp.mean(q_policy + shrunk * (t.reward - q_logged))
+    return jnp.mean(_dr_rows(t, _shrunk_weight(t, lambda_), "dr-os"))
+
+
+# obp 0.5's candidates in its OBD benchmark (examples/obd/evaluate_off_policy_estimators.py)
+SLOPE_CANDIDATES = (10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0, float("inf"))
+SLOPE_DELTA = 0.1  # obp 0.5's default for Switch-DR and DRos tuning
+
+
+def slope_select(values: jax.Array, widths: jax.Array) -> jax.Array:
+    """Index chosen by SLOPE (Su et al. 2020; Tucker & Lee 2021, as obp 0.5 implements it): visit
+    candidates from the widest confidence width down; stop before the first whose estimate leaves
+    |theta_j - theta_i| <= width_i + (sqrt(6) - 1) width_j for an earlier j; else take the last."""
+    chex.assert_rank([values, widths], 1)
+    order = jnp.argsort(-widths, stable=True)
+    theta, width = values[order], widths[order]
+    fits = jnp.abs(theta[None, :] - theta[:, None]) <= width[:, None] + (jnp.sqrt(6.0) - 1) * width[None, :]
+    earlier = jnp.tril(jnp.ones((theta.shape[0],) * 2, bool), k=-1)  # [i, j]: j visited before i
+    fails = ~jnp.all(fits | ~earlier, axis=1)
+    stop = jnp.where(jnp.any(fails), jnp.argmax(fails) - 1, theta.shape[0] - 1)
+    return order[stop]
+
+
+def _slope(t: RowTerms, weights: jax.Array, delta: float, name: str) -> jax.Array:
+    """SLOPE over per-candidate residual weights (H, n): widths from the one-sided Student-t bound."""
+    rows = jax.vmap(lambda w: _dr_rows(t, w, name))(weights)  # (H, n)
+    n = rows.shape[1]
+    quantile = float(scipy.stats.t(n - 1).ppf(1.0 - delta))
+    widths = quantile * jnp.sqrt(jnp.var(rows, axis=1) / (n - 1))
+    return jnp.mean(rows[slope_select(jnp.mean(rows, axis=1), widths)])
+
+
+def switch_dr_slope(t: RowTerms, candidates: tuple[float, ...] = SLOPE_CANDIDATES,
+                    delta: float = SLOPE_DELTA) -> jax.Array:
+    """Switch-DR with tau chosen from `candidates` by SLOPE (obp 0.5's SwitchDoublyRobustTuning)."""
+    return _slope(t, jnp.stack([_switch_weight(t, c) for c in candidates]), delta, "switch-dr-slope")
+
+
+def dros_slope(t: RowTerms, candidates: tuple[float, ...] = SLOPE_CANDIDATES,
+               delta: float = SLOPE_DELTA) -> jax.Array:
+    """DRos with lambda chosen from `candidates` by SLOPE (obp 0.5's DoublyRobustWithShrinkageTuning)."""
+    return _slope(t, jnp.stack([_shrunk_weight(t, c) for c in candidates]), delta, "dr-os-slope")
 
 
 def _nonzero(x: jax.Array) -> jax.Array:
     return jnp.where(x == 0, 1.0, x)
 
 
-# obp's estimator names
+# obp's estimator names; the -slope ones tune their hyperparameter on the data (obp 0.5)
 ESTIMATORS: dict[str, Callable[[RowTerms], jax.Array]] = {
-    "dm": dm, "ipw": ipw, "snipw": snipw, "dr": dr, "sndr": sndr, "switch-dr": switch_dr, "dr-os": dros}
+    "dm": dm, "ipw": ipw, "snipw": snipw, "dr": dr, "sndr": sndr, "switch-dr": switch_dr, "dr-os": dros,
+    "switch-dr-slope": switch_dr_slope, "dr-os-slope": dros_slope}
 MODEL_FREE = ("ipw", "snipw")  # the estimators that need no reward model
 
 

@@ -152,3 +152,22 @@ def test_bootstrap_is_one_vmapped_computation_chunked_without_changing_it(log):
     small = run(quarter, jax.random.key(3), names, num_resamples=200)
     ratio = float((small["ipw"].high - small["ipw"].low) / (whole["ipw"].high - whole["ipw"].low))
     assert 1.6 < ratio < 2.5
+
+
+def test_slope_stops_before_the_first_candidate_outside_the_earlier_intervals():
+    """Visited from the widest width down: all agreeing -> the narrowest; a biased narrow
+    candidate -> the one before it."""
+    widths = jnp.array([0.1, 0.4, 0.2, 0.8])  # visit order: 3, 1, 2, 0
+    assert int(E.slope_select(jnp.array([1.0, 1.0, 1.0, 1.0]), widths)) == 0
+    assert int(E.slope_select(jnp.array([1.0, 1.0, 1.05, 1.1]), widths)) == 0
+    assert int(E.slope_select(jnp.array([3.0, 1.0, 1.05, 1.1]), widths)) == 2  # 0 is off: stop at 2
+    assert int(E.slope_select(jnp.array([3.0, 1.0, 3.0, 1.1]), widths)) == 1
+
+
+def test_slope_tuned_estimators_pick_a_candidate(log):
+    data, click_prob, action_dist, truth = log
+    terms = E.row_terms(data, action_dist, jnp.broadcast_to(0.8 * click_prob, action_dist.shape))
+    switch = float(E.switch_dr_slope(terms))
+    assert any(np.isclose(switch, float(E.switch_dr(terms, tau=c)), rtol=1e-6) for c in E.SLOPE_CANDIDATES)
+    shrunk = float(E.dros_slope(terms))
+    assert any(np.isclose(shrunk, float(E.dros(terms, lambda_=c)), rtol=1e-6) for c in E.SLOPE_CANDIDATES)
