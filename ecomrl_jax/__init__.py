@@ -10,7 +10,7 @@ from ecomrl_jax.envs.bandits import (  # noqa: E402
 from ecomrl_jax.envs.crm import CouponCRM  # noqa: E402
 from ecomrl_jax.envs.inventory import Inventory, SupplyChain  # noqa: E402
 from ecomrl_jax.envs.pricing import DynamicPricing  # noqa: E402
-from ecomrl_jax.envs.recommendation import ShopperRec, ToyRec  # noqa: E402
+from ecomrl_jax.envs.recommendation import OBDClicks, ShopperRec, ToyRec  # noqa: E402
 from ecomrl_jax.registry import list_envs, make, register  # noqa: E402
 
 __version__ = "0.1.0"
@@ -26,5 +26,6 @@ register("PricingBandit-v0", PricingBandit)
 register("ToyRec-v0", ToyRec)
 register("CouponCRM-v0", CouponCRM)
 register("AdBidding-v0", AdBidding)
+register("OBDClicks-v0", OBDClicks)
 
 __all__ = ["make", "list_envs", "register", "__version__"]

@@ -1,4 +1,4 @@
-"""The `ecomrl` command: list, train, evaluate, sweep, bench."""
+"""The `ecomrl` command: list, train, evaluate, sweep, bench, ope."""
 
 import argparse
 import dataclasses
@@ -15,6 +15,7 @@ from ecomrl_jax import benchmark, checkpoint, evaluation, sweep
 from ecomrl_jax.learners import LEARNERS
 from ecomrl_jax.learners.loop import run_updates
 from ecomrl_jax.logging import MetricsWriter, ProgressBar, chunk_sizes, plot_learning_curve
+from ecomrl_jax.offline import estimators, load_npz, load_obd, policies, read_obd_csv, reward_models
 
 RUN_FILE = "run.json"
 
@@ -194,6 +195,77 @@ def cmd_sweep(args) -> None:
         print(f"\nwrote {out / 'sweep.md'}, {out / 'sweep.json'} and {out / 'sweep.png'}")
 
 
+def load_log(args):
+    """The logged data of `--data`: the vendored OBD sample, an OBD-layout CSV or a `.npz` log."""
+    if args.data == "obd":
+        return load_obd(args.behavior)
+    path = Path(args.data)
+    if path.suffix == ".npz":
+        return load_npz(path)
+    if path.name.endswith((".csv", ".csv.gz")):
+        return read_obd_csv(path)
+    raise UsageError(f"--data must be 'obd', a CSV in OBD's layout or a .npz log, got {args.data!r}")
+
+
+def evaluation_action_dist(args, data, key):
+    """(n, num_actions, len_list) action distribution of `--policy`: bts, random or an array file."""
+    if args.policy == "random":
+        return policies.uniform_action_dist(data.n_rows, data.num_actions, data.len_list)
+    if args.policy == "bts":
+        alpha, beta = policies.zozotown_prior(args.campaign)
+        if alpha.shape[0] != data.num_actions:
+            raise UsageError(f"--policy bts (ZOZOTOWN prior, campaign {args.campaign}) has {alpha.shape[0]} "
+                             f"items, the log {data.num_actions}")
+        chunk = min(10_000, args.bts_samples)
+        if args.bts_samples % chunk:
+            raise UsageError(f"--bts-samples must be a multiple of 10000 or below it, got {args.bts_samples}")
+        dist = jax.jit(policies.bts_action_dist, static_argnums=(3, 4, 5))(
+            key, alpha, beta, data.len_list, args.bts_samples, chunk)
+        return jax.numpy.broadcast_to(dist, (data.n_rows, *dist.shape))
+    path = Path(args.policy)
+    if path.suffix != ".npy":
+        raise UsageError(f"--policy must be bts, random or a .npy action distribution, got {args.policy!r}")
+    try:
+        return jax.numpy.asarray(np.load(path, allow_pickle=False), jax.numpy.float32)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--policy {path}: cannot read a .npy array ({e})") from None
+
+
+def cmd_ope(args) -> None:
+    names = estimators.check_names([n.strip() for n in args.estimators.split(",") if n.strip()])
+    if args.bootstrap < 1 or not 0 < args.alpha < 1 or args.folds < 1:
+        raise UsageError("--bootstrap and --folds must be positive and --alpha in (0, 1)")
+    data = load_log(args)
+    policy_key, model_key, bootstrap_key = jax.random.split(jax.random.key(args.seed), 3)
+    action_dist = evaluation_action_dist(args, data, policy_key)
+    estimators.check_action_dist(action_dist, data, name=f"--policy {args.policy} action distribution")
+    q_hat = None
+    if set(names) - set(estimators.MODEL_FREE):
+        model = reward_models.RewardModel(hidden=(32, 32) if args.reward_model == "mlp" else (),
+                                          link="logistic" if args.reward_model != "linear" else "identity",
+                                          num_folds=args.folds)
+        reward_models.check_rewards(model, data)
+        q_hat = jax.jit(reward_models.fit_predict, static_argnums=0)(model, data, model_key)
+    terms = jax.jit(estimators.row_terms)(data, action_dist, q_hat)
+    intervals = jax.jit(estimators.bootstrap, static_argnames=("names", "num_resamples"))(
+        terms, bootstrap_key, names, num_resamples=args.bootstrap, alpha=args.alpha, tau=args.tau,
+        lambda_=args.lambda_)
+    rows = {name: {k: float(getattr(intervals[name], k)) for k in ("value", "low", "high")} for name in names}
+    level = f"{100 * (1 - args.alpha):g}%"
+    print(f"{args.policy} policy estimated from {data.n_rows:,} rows logged by "
+          f"{args.behavior if args.data == 'obd' else args.data}; logged mean reward {float(data.reward.mean()):.6f}")
+    print(f"| estimator | value | {level} interval ({args.bootstrap} bootstrap resamples) |\n|---|---|---|")
+    for name, row in rows.items():
+        print(f"| {name} | {row['value']:.6f} | [{row['low']:.6f}, {row['high']:.6f}] |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "estimates": rows, "n_rows": data.n_rows, "logged_mean_reward": float(data.reward.mean()),
+            "data": args.data, "behavior": args.behavior if args.data == "obd" else None, "policy": args.policy,
+            "bootstrap": args.bootstrap, "alpha": args.alpha, "seed": args.seed,
+            "reward_model": args.reward_model if q_hat is not None else None, "folds": args.folds,
+            "tau": args.tau, "lambda": args.lambda_}, indent=2) + "\n")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ecomrl", description="JAX reinforcement learning for e-commerce")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -235,6 +307,31 @@ def make_parser() -> argparse.ArgumentParser:
     sweep_parser.add_argument("--out", default="results/sweep")
     sweep_parser.add_argument("--quiet", action="store_true", help="no progress line")
     sweep_parser.set_defaults(func=cmd_sweep)
+
+    ope = sub.add_parser("ope", help="off-policy estimates of a policy's value from logged data")
+    ope.add_argument("--data", default="obd", help="'obd' (the vendored Open Bandit Dataset sample), "
+                     "a CSV in OBD's layout (item_context.csv beside it) or a .npz LoggedBandit")
+    ope.add_argument("--behavior", default="random", choices=["random", "bts"],
+                     help="with --data obd: the behaviour policy whose log to read")
+    ope.add_argument("--campaign", default="all", help="ZOZOTOWN campaign of --policy bts's prior")
+    ope.add_argument("--policy", default="bts", help="evaluation policy: bts (ZOZOTOWN Bernoulli TS), "
+                     "random, or a .npy action distribution (n_rows, num_actions, len_list)")
+    ope.add_argument("--estimators", default="ipw,snipw,dm,dr",
+                     help=f"comma-separated, from {','.join(estimators.ESTIMATORS)}")
+    ope.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    ope.add_argument("--alpha", type=float, default=0.05, help="1 - interval level")
+    ope.add_argument("--reward-model", default="logistic", choices=["logistic", "mlp", "linear"],
+                     help="q_hat for dm/dr/...: logistic regression, a 32x32 MLP (rewards in [0, 1]) or "
+                     "least-squares linear")
+    ope.add_argument("--folds", type=int, default=3, help="cross-fitting folds of the reward model")
+    ope.add_argument("--tau", type=float, default=1.0, help="Switch-DR threshold (obp's default 1)")
+    ope.add_argument("--lambda", dest="lambda_", type=float, default=0.0,
+                     help="DRos shrinkage (obp's default 0, which is DM)")
+    ope.add_argument("--bts-samples", type=int, default=100_000,
+                     help="simulated slates for --policy bts's action distribution")
+    ope.add_argument("--seed", type=int, default=0)
+    ope.add_argument("--json", default=None, help="also write the estimates to this JSON file")
+    ope.set_defaults(func=cmd_ope)
 
     bench = sub.add_parser("bench", help="env steps/s of every env (ecomrl_jax/benchmark.py)")
     benchmark.make_parser(bench)

@@ -1,8 +1,10 @@
-"""Recommendation: ShopperRec-v0 (single items and slates), ToyRec-v0 (tabular); `policies`
+"""Recommendation: ShopperRec-v0 (single items and slates), ToyRec-v0 (tabular), OBDClicks-v0
+(a click model fitted to the Open Bandit Dataset); `policies`
 holds random, popularity and the myopic oracle; `logs` writes logged trajectories for
 pre-training."""
 
+from ecomrl_jax.envs.recommendation.obd_clicks import OBDClicks
 from ecomrl_jax.envs.recommendation.shopper_rec import ShopperRec
 from ecomrl_jax.envs.recommendation.toy_rec import ToyRec
 
-__all__ = ["ShopperRec", "ToyRec"]
+__all__ = ["OBDClicks", "ShopperRec", "ToyRec"]
