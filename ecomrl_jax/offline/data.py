@@ -65,6 +65,11 @@ def validate(data: LoggedBandit) -> LoggedBandit:
 _ARRAYS = ("context", "action", "position", "reward", "propensity")
 
 
+def take_rows(data: LoggedBandit, rows: jax.Array) -> LoggedBandit:
+    """The log restricted to (or resampled at) the row indices `rows`; item features kept (jittable)."""
+    return data.replace(**{name: getattr(data, name)[rows] for name in _ARRAYS})
+
+
 def save_npz(path: str | Path, data: LoggedBandit) -> None:
     """Write `data` to a compressed `.npz` (arrays plus `num_actions` and `len_list`)."""
     extra = {} if data.action_context is None else {"action_context": np.asarray(data.action_context)}

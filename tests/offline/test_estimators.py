@@ -171,3 +171,12 @@ def test_slope_tuned_estimators_pick_a_candidate(log):
     assert any(np.isclose(switch, float(E.switch_dr(terms, tau=c)), rtol=1e-6) for c in E.SLOPE_CANDIDATES)
     shrunk = float(E.dros_slope(terms))
     assert any(np.isclose(shrunk, float(E.dros(terms, lambda_=c)), rtol=1e-6) for c in E.SLOPE_CANDIDATES)
+
+
+@pytest.mark.parametrize("n", [7, 20_000, 1_000_003])
+def test_resample_indices_are_the_high_bits_of_u_times_n(n):
+    """floor(u n / 2^32) computed in uint32 pieces equals the exact 64-bit product's high word."""
+    key = jax.random.key(4)
+    bits = np.asarray(jax.random.bits(key, (n,), jnp.uint32)).astype(np.uint64)
+    expected = (bits * np.uint64(n)) >> np.uint64(32)
+    np.testing.assert_array_equal(np.asarray(E.resample_indices(key, n)), expected.astype(np.int64))
