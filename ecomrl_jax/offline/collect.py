@@ -128,12 +128,17 @@ def all_slates(num_actions: int, len_list: int) -> np.ndarray:
     return np.array(list(itertools.permutations(range(num_actions), len_list)), np.int32)
 
 
-def slate_probs(probs: jax.Array, slates: jax.Array) -> jax.Array:
+def slate_probs(probs: jax.Array, slates: np.ndarray) -> jax.Array:
     """(S,) Plackett-Luce probability of each ordered slate (rows of `slates`) under `probs`
-    (K,): the product over positions of the item's share of what is not yet placed."""
+    (K,): the product over positions of the item's share of what is not yet placed. The share's
+    denominator sums the unplaced items' probabilities directly (not 1 minus the placed ones,
+    which cancels catastrophically in float32 when a sharp policy places most of the mass)."""
+    slates = np.asarray(slates)
+    placed = np.eye(probs.shape[-1], dtype=bool)[slates]  # (S, L, K)
+    unplaced = ~(np.cumsum(placed, axis=1) - placed).astype(bool)  # not placed before position l
+    left = jnp.einsum("slk,k->sl", unplaced.astype(np.float32), probs)
     p = probs[slates]
-    left = 1.0 - (jnp.cumsum(p, axis=1) - p)
-    return jnp.prod(p / jnp.maximum(left, 1e-12), axis=1)
+    return jnp.prod(jnp.where(left > 0, p / jnp.where(left > 0, left, 1.0), 0.0), axis=1)
 
 
 def position_marginals(probs: jax.Array, len_list: int) -> jax.Array:
@@ -143,7 +148,7 @@ def position_marginals(probs: jax.Array, len_list: int) -> jax.Array:
         return probs[:, None]
     slates = all_slates(probs.shape[-1], len_list)
     shown = np.eye(probs.shape[-1], dtype=np.float32)[slates]  # (S, len_list, K)
-    return jnp.einsum("s,slk->kl", slate_probs(probs, jnp.asarray(slates)), shown)
+    return jnp.einsum("s,slk->kl", slate_probs(probs, slates), shown)
 
 
 def action_dist(policy: Policy, context: jax.Array, len_list: int) -> jax.Array:
@@ -211,12 +216,12 @@ def true_value(env, params, eval_policy: Policy, key: jax.Array, n: int) -> tupl
     spec = _one_step(env, params)
     if not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an int >= 2 (contexts, for an interval), got {n!r}")
-    slates = jnp.asarray(all_slates(spec.num_actions, spec.len_list))
+    slates = all_slates(spec.num_actions, spec.len_list)
 
     def value(key):
         context, state = _reset(env, params, key)
         weight = slate_probs(eval_policy(context), slates)
-        reward = jax.vmap(lambda s: spec.expected_reward(state, params, s))(slates)
+        reward = jax.vmap(lambda s: spec.expected_reward(state, params, s))(jnp.asarray(slates))
         return weight @ jnp.sum(reward, axis=1) / spec.len_list
 
     values = jax.jit(lambda k: jax.lax.map(value, k, batch_size=BATCH))(jax.random.split(key, n))
