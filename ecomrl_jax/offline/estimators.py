@@ -76,22 +76,20 @@ def dm(t: RowTerms) -> jax.Array:
     return jnp.mean(q_policy)
 
 
+def _dr_rows(t: RowTerms, weight: jax.Array, name: str) -> jax.Array:
+    """(n,) DR's per-row terms q_hat(x_t, pi_e) + weight_t (r_t - q_hat(x_t, a_t))."""
+    q_logged, q_policy = _model_terms(t, name)
+    return q_policy + weight * (t.reward - q_logged)
+
+
 def dr(t: RowTerms) -> jax.Array:
     """Doubly robust: DM plus the IPW-weighted residual of the reward model."""
-    q_logged, q_policy = _model_terms(t, "dr")
-    return jnp.mean(q_policy + t.weight * (t.reward - q_logged))
+    return jnp.mean(_dr_rows(t, t.weight, "dr"))
 
 
 def sndr(t: RowTerms) -> jax.Array:
     """Self-normalised DR: the residual term's weights divided by their mean."""
-    q_logged, q_policy = _model_terms(t, "sndr")
-    return jnp.mean(q_policy + t.weight * (t.reward - q_logged) / _nonzero(jnp.mean(t.weight)))
-
-
-def _dr_rows(t: RowTerms, weight: jax.Array, name: str) -> jax.Array:
-    """(n,) DR's per-row terms with the residual weighted by `weight` instead of w_t."""
-    q_logged, q_policy = _model_terms(t, name)
-    return q_policy + weight * (t.reward - q_logged)
+    return jnp.mean(_dr_rows(t, t.weight / _nonzero(jnp.mean(t.weight)), "sndr"))
 
 
 def _switch_weight(t: RowTerms, tau) -> jax.Array:
