@@ -77,17 +77,16 @@ def jax_half(path: Path, resamples: int) -> dict:
     dist, q_hat = jnp.asarray(stored["action_dist"], jnp.float32), jnp.asarray(stored["q_hat"], jnp.float32)
     key = jax.random.key(0)
 
-    def run(names):
-        terms = E.row_terms(data, dist, q_hat)
-        return E.bootstrap(terms, key, names, num_resamples=resamples)
+    def run(names, data, dist, q_hat, key):  # arrays as arguments: closed over, XLA would fold them
+        return E.bootstrap(E.row_terms(data, dist, q_hat), key, names, num_resamples=resamples)
 
     timings = {}
     for label, names in (("all seven, shared resamples", NAMES), *((name, (name,)) for name in NAMES)):
         start = time.perf_counter()
-        compiled = jax.jit(run, static_argnums=0).lower(names).compile()
+        compiled = jax.jit(run, static_argnums=0).lower(names, data, dist, q_hat, key).compile()
         compile_s = time.perf_counter() - start
         start = time.perf_counter()
-        jax.block_until_ready(compiled())
+        jax.block_until_ready(compiled(data, dist, q_hat, key))
         timings[label] = {"compile_s": compile_s, "run_s": time.perf_counter() - start}
     return {"backend": jax.default_backend(), "device": str(jax.devices()[0]), "timings": timings}
 

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from ecomrl_jax.offline import load_npz, save_npz
+from ecomrl_jax.offline import load_npz, save_npz, take_rows
 from ecomrl_jax.offline.obd import SAMPLE_ROOT, load_obd, read_obd_csv
 
 
@@ -45,6 +45,10 @@ def test_plain_csv_subset_and_npz_round_trip(tmp_path, random_log):
     again = load_npz(tmp_path / "log.npz")
     np.testing.assert_array_equal(again.context, subset.context)
     np.testing.assert_array_equal(again.action_context, subset.action_context)
+    picked = take_rows(subset, np.array([5, 0, 5]))
+    assert picked.n_rows == 3 and picked.action_context is subset.action_context
+    np.testing.assert_array_equal(picked.context, subset.context[np.array([5, 0, 5])])
+    np.testing.assert_array_equal(picked.propensity, subset.propensity[np.array([5, 0, 5])])
 
 
 def _write_csv(tmp_path, edit):

@@ -86,6 +86,6 @@ def test_cross_fitted_predictions_are_calibrated_on_obd():
     """On OBD's rare clicks (0.4%) the mean out-of-fold prediction at the logged item and position
     matches the click rate (the output bias starts at the logit of the mean reward)."""
     data = load_obd("random")
-    q_hat = fit_predict(RewardModel(num_folds=3, num_steps=100), data, jax.random.key(0))
+    q_hat = fit_predict(RewardModel(num_folds=3, num_steps=30), data, jax.random.key(0))
     logged = q_hat[jnp.arange(data.n_rows), data.action, data.position]
     assert abs(float(logged.mean()) / float(data.reward.mean()) - 1) < 0.05
