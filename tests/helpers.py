@@ -1,12 +1,12 @@
-"""Helpers shared by the learner tests."""
+"""Helpers shared by the tests."""
 
 import jax
 import numpy as np
 
-
-def quick_jit(fn, *args):
-    """`fn` compiled for `args` with the fast-to-compile, slow-to-run XLA CPU backend setting."""
-    return jax.jit(fn).lower(*args).compile(compiler_options={"xla_backend_optimization_level": 0})
+# XLA flags for tiny programs: backend optimisation off and the older CPU fusion code
+# generation, each about halving XLA's compile time (tests/conftest.py sets them for the fast
+# suite; slow, long runs keep XLA's defaults).
+QUICK_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 
 
 def assert_identical(a, b):
@@ -16,3 +16,4 @@ def assert_identical(a, b):
         if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
             x, y = jax.random.key_data(x), jax.random.key_data(y)
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+

@@ -65,20 +65,10 @@ def _episode(env, params, key, num_steps, eager_steps=0):
     return obs, jax.tree.map(lambda *xs: jnp.stack(xs), *records)
 
 
-QUICK = {"xla_backend_optimization_level": 0}  # quick to compile, slow to run: runs are short
-
-
 @functools.cache
 def _batched_episodes(env, num_steps):
     """`(params batch, keys) -> episodes`, jitted once per env configuration."""
-    return jax.jit(jax.vmap(functools.partial(_episode, env, num_steps=num_steps)),
-                   compiler_options=QUICK)
-
-
-@functools.cache
-def _quick_step(env):
-    """`env.step`, compiled quickly, once per env configuration."""
-    return jax.jit(env.step, compiler_options=QUICK)
+    return jax.jit(jax.vmap(functools.partial(_episode, env, num_steps=num_steps)))
 
 
 def _float_fields(params) -> list[str]:
@@ -219,7 +209,7 @@ def test_the_last_step_terminates_where_the_horizon_ends_the_problem_else_trunca
     _, state = env.reset(key, params)
     state = state.replace(time=params.max_steps_in_episode - 1)
     action = env.action_space(params).sample(key)
-    *_, terminated, truncated, info = _quick_step(env)(key, state, action, params)
+    *_, terminated, truncated, info = env.step(key, state, action, params)
     assert (bool(info["terminated"]), bool(info["truncated"])) == (bool(terminated), bool(truncated))
     if isinstance(env, HorizonEndsEpisode):
         assert bool(terminated) and not bool(truncated)
@@ -312,7 +302,7 @@ def test_out_of_range_and_non_finite_actions_follow_the_documented_rule(env_id, 
     if isinstance(space, spaces.Box):
         middle = (np.asarray(space.low) + np.asarray(space.high)) / 2
         valid = jnp.asarray(np.broadcast_to(middle, space.shape), jnp.float32)
-    step, steps = _quick_step(env), []
+    step, steps = env.step, []  # gymnax jits it, once per env configuration
     for bad, clipped in _bad_actions(space, valid):
         out = step(key, state, bad, params)
         assert float(out[-1]["invalid_actions"]) >= 1, (bad, out[-1]["invalid_actions"])

@@ -17,7 +17,7 @@ import ecomrl_jax
 from ecomrl_jax import checkpoint
 from ecomrl_jax.learners import LEARNERS
 from ecomrl_jax.learners.loop import run_updates
-from tests.helpers import assert_identical, quick_jit
+from tests.helpers import assert_identical
 
 EXAMPLE_ENVS = {"q_learning": ("ToyRec-v0", {"obs_type": "index"}),
                 "sarsa": ("ToyRec-v0", {"obs_type": "index"})}
@@ -40,8 +40,7 @@ def tiny_learner(name: str):
     fields = {f.name for f in dataclasses.fields(config_cls)}
     config = config_cls(**{k: v for k, v in TINY.items() if k in fields})
     learner = module.make_learner(config, env, params)
-    state = learner.init(jax.random.key(0))
-    chunk = quick_jit(lambda s: run_updates(learner, s, 1), state)
+    chunk = jax.jit(lambda s: run_updates(learner, s, 1))
     return learner, chunk
 
 

@@ -1,7 +1,7 @@
 """A2C (ecomrl_jax/learners/a2c.py): config validation, metrics, vmap over
 seeds with a Gaussian policy, the policy of trained weights, and learning on ShopperRec-v0.
 
-As in test_ppo.py, tiny runs are compiled with XLA's backend optimisation off and shared.
+As in test_ppo.py, tiny runs are shared between tests.
 """
 
 import gymnax
@@ -15,7 +15,6 @@ from gymnax.environments.classic_control import Pendulum
 import ecomrl_jax
 from ecomrl_jax.learners import a2c
 from ecomrl_jax.learners.networks import make_actor_critic
-from tests.helpers import quick_jit
 
 TINY = dict(num_envs=8, num_steps=16, total_timesteps=8 * 16 * 4, hidden_size=16)
 # Sessions that always last exactly 24 steps, so with 16-step rollouts episodes finish
@@ -36,7 +35,7 @@ def tiny_run(fixed_length):
     """One compiled tiny `train` on fixed-length sessions, called once; tests compare against it."""
     env, params = fixed_length
     config = a2c.A2CConfig(**TINY)
-    train = quick_jit(a2c.make_train(config, env, params), jax.random.key(0))
+    train = jax.jit(a2c.make_train(config, env, params))
     return config, train, train(jax.random.key(0))
 
 
@@ -89,7 +88,7 @@ def test_vmap_over_seeds_with_a_gaussian_policy_and_its_clipped_actions():
     env, params = gymnax.make("Pendulum-v1")
     config = a2c.A2CConfig(**TINY)
     keys = jax.random.split(jax.random.key(1), 2)
-    state, metrics = quick_jit(jax.vmap(a2c.make_train(config, env, params)), keys)(keys)
+    state, metrics = jax.jit(jax.vmap(a2c.make_train(config, env, params)))(keys)
     assert set(metrics) == {"episode_return", "episode_length"} | LOSS_METRICS | {
         "episodes_finished", "env_steps"}
     assert all(v.shape == (2, config.num_updates) for v in metrics.values())

@@ -1,8 +1,7 @@
 """DQN (ecomrl_jax/learners/dqn.py): target functions, replay buffer, epsilon schedules, config
 validation, shapes, chunked resume with target updates, vmap over seeds and configs, slates, and learning.
 
-As in test_ppo.py, tiny runs are compiled with XLA's backend optimisation off (fast to
-compile, slow to run) and shared between tests.
+As in test_ppo.py, tiny runs are shared between tests.
 """
 
 import gymnax
@@ -17,7 +16,7 @@ from ecomrl_jax.envs.recommendation.policies import myopic_oracle, random_policy
 from ecomrl_jax.learners.loop import run_updates
 from ecomrl_jax.evaluation import evaluate
 from ecomrl_jax.learners.networks import make_q_network
-from tests.helpers import assert_identical, quick_jit
+from tests.helpers import assert_identical
 
 # 6 updates of 4 envs x 2 steps; learning starts after update 2; the 8-row buffer wraps.
 TINY = dict(num_envs=4, train_frequency=2, total_timesteps=4 * 2 * 6, buffer_size=4 * 8,
@@ -44,7 +43,7 @@ def tiny_run(fixed_length):
     """One compiled tiny `train` on fixed-length sessions, called once; tests compare against it."""
     env, params = fixed_length
     config = dqn.DQNConfig(**TINY)
-    train = quick_jit(dqn.make_train(config, env, params), jax.random.key(0))
+    train = jax.jit(dqn.make_train(config, env, params))
     return config, train, train(jax.random.key(0))
 
 
@@ -155,8 +154,8 @@ def test_chunked_resume_equals_one_shot(fixed_length, tiny_run):
     env, params = fixed_length
     config, _, (one_shot_state, one_shot_metrics) = tiny_run
     learner = dqn.make_learner(config, env, params)
-    state = quick_jit(learner.init, jax.random.key(0))(jax.random.key(0))
-    three_updates = quick_jit(lambda s: run_updates(learner, s, 3), state)
+    state = jax.jit(learner.init)(jax.random.key(0))
+    three_updates = jax.jit(lambda s: run_updates(learner, s, 3))
     middle, first = three_updates(state)
     state, second = three_updates(middle)
     assert_identical(state, one_shot_state)
@@ -180,7 +179,7 @@ def test_vmap_over_seeds_on_a_box_observation_env():
                               "loss": "huber", "anneal_lr": False,
                               "epsilon_schedule": "exponential"})
     keys = jax.random.split(jax.random.key(1), 2)
-    state, metrics = quick_jit(jax.vmap(dqn.make_train(config, env, params)), keys)(keys)
+    state, metrics = jax.jit(jax.vmap(dqn.make_train(config, env, params)))(keys)
     assert {"episode_return", "episode_length", "loss", "q_mean", "epsilon", "env_steps"} <= set(metrics)
     assert all(v.shape == (2, config.num_updates) for v in metrics.values())
     assert all(np.all(np.isfinite(v)) for v in metrics.values())
@@ -208,7 +207,7 @@ def test_vmap_over_config_grid_on_slates_with_polyak_targets():
 
         return jax.lax.scan(body, learner.init(key), None, 4)
 
-    state, (metrics, before) = quick_jit(jax.vmap(run), grid, keys)(grid, keys)
+    state, (metrics, before) = jax.jit(jax.vmap(run))(grid, keys)
     assert all(v.shape == (2, 4) for v in metrics.values())
     assert all(np.all(np.isfinite(v)) for v in metrics.values())
     assert metrics["invalid_actions"].max() == 0.0
@@ -246,7 +245,7 @@ def test_q_networks_shapes_and_permutation_equivariance(rec):
                             box_net.apply(box_net.init(key, box_obs), box_obs)))
         return outputs
 
-    for q, permuted_q, box_q in quick_jit(run, jax.random.key(0))(jax.random.key(0)):
+    for q, permuted_q, box_q in jax.jit(run)(jax.random.key(0)):
         assert q.shape == (5, env.num_candidates) and box_q.shape == (5, 2)
         assert np.all(np.isfinite(q)) and np.all(np.isfinite(box_q))
         np.testing.assert_allclose(permuted_q, q[:, perm], rtol=1e-5, atol=1e-6)
@@ -269,7 +268,7 @@ def test_transformer_torso_trains_and_acts_greedily(fixed_length):
         greedy = dqn.make_policy(config, env, net, deterministic=True)(key, obs, env_state, params)
         return net, metrics, greedy, jnp.argmax(network.apply(net, obs))
 
-    net, metrics, greedy, best = quick_jit(run, jax.random.key(0))(jax.random.key(0))
+    net, metrics, greedy, best = jax.jit(run)(jax.random.key(0))
     assert set(net["params"]) == {"torso"}
     assert all(np.all(np.isfinite(v)) for v in metrics.values())
     assert float(metrics["loss"][-1]) > 0.0 and int(greedy) == int(best)

@@ -4,8 +4,8 @@ distributions are tested in test_distributions.py.
 Determinism and checkpoint resume of every learner are tests/contract/test_learners.py's;
 the one-shot `train` equals chunked `run_updates` (every learner's `loop.train_fn`) in test_dqn.py.
 
-Compiling `train` takes ~10 s on a 2-core CPU, so tests share compiled runs and compile the
-tiny ones with XLA's backend optimisation off (about half the compile time; they run in ms).
+Compiling `train` takes seconds even for tiny configs (the fast suite compiles quickly,
+tests/conftest.py), so tests share compiled runs.
 """
 
 import gymnax
@@ -21,7 +21,6 @@ from ecomrl_jax.learners import ppo
 from ecomrl_jax.envs.recommendation.policies import myopic_oracle
 from ecomrl_jax.evaluation import evaluate
 from ecomrl_jax.learners.networks import make_actor_critic
-from tests.helpers import quick_jit
 
 TINY = dict(num_envs=8, num_steps=16, total_timesteps=8 * 16 * 4, update_epochs=2,
             num_minibatches=2, hidden_size=16)
@@ -48,7 +47,7 @@ def tiny_run(fixed_length):
     """One compiled tiny `train` on fixed-length sessions, called once; tests compare against it."""
     env, params = fixed_length
     config = ppo.PPOConfig(**TINY)
-    train = quick_jit(ppo.make_train(config, env, params), jax.random.key(0))
+    train = jax.jit(ppo.make_train(config, env, params))
     return config, train, train(jax.random.key(0))
 
 
@@ -121,7 +120,7 @@ def test_vmap_over_seeds_on_a_box_observation_env():
     env, params = gymnax.make("CartPole-v1")
     config = ppo.PPOConfig(**TINY)
     keys = jax.random.split(jax.random.key(1), 2)
-    state, metrics = quick_jit(jax.vmap(ppo.make_train(config, env, params)), keys)(keys)
+    state, metrics = jax.jit(jax.vmap(ppo.make_train(config, env, params)))(keys)
     assert {"episode_return", "episode_length", "loss_total", "env_steps"} <= set(metrics)
     assert all(v.shape == (2, config.num_updates) for v in metrics.values())
     assert all(np.all(np.isfinite(v)) for v in metrics.values())
@@ -137,7 +136,7 @@ def test_vmap_over_learning_rate_grid_on_slates():
     grid = jax.tree.map(lambda *x: jnp.stack(x), *configs)
     keys = jnp.stack([jax.random.key(0)] * 2)
     train = jax.vmap(lambda c, k: ppo.make_train(c, env, params)(k))
-    state, metrics = quick_jit(train, grid, keys)(grid, keys)
+    state, metrics = jax.jit(train)(grid, keys)
     assert all(v.shape == (2, configs[0].num_updates) for v in metrics.values())
     assert all(np.all(np.isfinite(v)) for v in metrics.values())
     assert metrics["invalid_actions"].max() == 0.0

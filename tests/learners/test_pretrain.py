@@ -2,8 +2,7 @@
 ecomrl_jax/envs/recommendation/logs.py) and the transformer torso of PPO and A2C, including RL
 fine-tuning from pre-trained params.
 
-Compiled with XLA's backend optimisation off where runs are tiny (`quick_jit`, as in test_ppo);
-the behaviour-cloning accuracy check trains longer and is marked slow.
+The behaviour-cloning accuracy check trains longer and is marked slow.
 """
 
 import jax
@@ -16,7 +15,6 @@ from ecomrl_jax.learners import a2c, ppo, pretrain
 from ecomrl_jax.envs.recommendation import logs as shopper_logs
 from ecomrl_jax.envs.recommendation.policies import myopic_oracle
 from ecomrl_jax.learners.actor_critic import make_network
-from tests.helpers import quick_jit
 
 TINY_PPO = dict(num_envs=8, num_steps=8, total_timesteps=8 * 8 * 2, update_epochs=1,
                 num_minibatches=2, network="transformer-tiny")
@@ -42,7 +40,7 @@ def short_pretrain(rec, logs):
     """Pre-trained tiny transformer params (2 epochs of 512 logged steps) and their metrics."""
     config = pretrain.PretrainConfig(batch_size=64, num_epochs=2, lr=3e-3)
     fn = pretrain.make_pretrain(config, *rec)
-    return quick_jit(fn, jax.random.key(1), logs)(jax.random.key(1), logs)
+    return jax.jit(fn)(jax.random.key(1), logs)
 
 
 def test_logs_shapes_and_clicked_slot_is_the_shown_one(logs):
@@ -155,7 +153,7 @@ def test_ppo_with_transformer_runs_under_jit_and_vmap(rec, short_pretrain):
     config = ppo.PPOConfig(**TINY_PPO)
     keys = jax.random.split(jax.random.key(0), 2)
     train = jax.vmap(ppo.make_train(config, *rec, init_network_params=network_params))
-    state, metrics = quick_jit(train, keys)(keys)
+    state, metrics = jax.jit(train)(keys)
     assert metrics["entropy"].shape == (2, config.num_updates)
     assert all(np.all(np.isfinite(v)) for v in metrics.values())
     assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(ppo.network_params(state)))

@@ -2,7 +2,7 @@
 metrics on slates, a hyperparameter grid with a Gaussian policy, and
 learning on ShopperRec-v0.
 
-As in test_ppo.py, tiny runs are compiled with XLA's backend optimisation off and shared.
+As in test_ppo.py, tiny runs are shared between tests.
 """
 
 import gymnax
@@ -13,7 +13,6 @@ import pytest
 
 import ecomrl_jax
 from ecomrl_jax.learners import reinforce
-from tests.helpers import quick_jit
 
 TINY = dict(num_envs=8, num_steps=16, total_timesteps=8 * 16 * 4, hidden_size=16)
 # Slates of 3 in sessions that always last exactly 24 steps, so with 16-step rollouts
@@ -34,7 +33,7 @@ def tiny_run(slates):
     """One compiled tiny `train` on fixed-length slate sessions, called once."""
     env, params = slates
     config = reinforce.REINFORCEConfig(**TINY)
-    train = quick_jit(reinforce.make_train(config, env, params), jax.random.key(0))
+    train = jax.jit(reinforce.make_train(config, env, params))
     return config, train, train(jax.random.key(0))
 
 
@@ -77,7 +76,7 @@ def test_vmap_over_learning_rate_grid_with_a_gaussian_policy():
     grid = jax.tree.map(lambda *x: jnp.stack(x), *configs)
     keys = jnp.stack([jax.random.key(0)] * 2)
     train = jax.vmap(lambda c, k: reinforce.make_train(c, env, params)(k))
-    state, metrics = quick_jit(train, grid, keys)(grid, keys)
+    state, metrics = jax.jit(train)(grid, keys)
     assert all(v.shape == (2, configs[0].num_updates) for v in metrics.values())
     assert all(np.all(np.isfinite(v)) for v in metrics.values())
     # Same key, different lr: identical first rollout, different parameters after it.

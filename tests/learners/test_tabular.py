@@ -20,7 +20,6 @@ from ecomrl_jax import mdp
 from ecomrl_jax.learners import tabular
 from ecomrl_jax.learners.loop import run_updates
 from ecomrl_jax.envs.recommendation.toy_rec import ToyRec
-from tests.helpers import quick_jit
 
 GAMMA = 0.9
 SMALL = dict(num_users=2, num_items=3, max_steps_in_episode=8)
@@ -71,7 +70,7 @@ def _grid_run(config_cls, spec, env, params):
     configs = [config_cls(alpha=a, **spec["config"]) for a in spec["alphas"]]
     keys = jnp.stack([jax.random.key(s) for s in SEEDS])
     grid = _stack(configs)
-    train = quick_jit(jax.vmap(lambda c, k: tabular.make_train(c, env, params)(k)), grid, keys)
+    train = jax.jit(jax.vmap(lambda c, k: tabular.make_train(c, env, params)(k)))
     return configs, lambda: train(grid, keys), train(grid, keys)
 
 
@@ -296,7 +295,7 @@ def test_chunked_unbatched_runs_equal_the_vmapped_one_shot(small, ql_run):
         state, second = run_updates(learner, state, half)
         return state, jax.tree.map(lambda a, b: jnp.concatenate([a, b]), first, second)
 
-    alone = quick_jit(two_chunks, configs[0], jax.random.key(0))
+    alone = jax.jit(two_chunks)
     for i, seed in enumerate(SEEDS):
         chunked = alone(configs[i], jax.random.key(seed))
         expected = jax.tree.map(lambda x: x[i], (state, metrics))

@@ -20,7 +20,6 @@ from gymnax.environments import environment, spaces
 from ecomrl_jax.learners import a2c, dqn, tabular, targets
 from ecomrl_jax.learners.actor_critic import make_network
 from ecomrl_jax.learners.networks import make_q_network
-from tests.helpers import quick_jit
 
 GAMMA, T = 0.9, 10
 VALUE = 1.0 / (1.0 - GAMMA)
@@ -102,7 +101,7 @@ def test_a2c_critic_learns_the_infinite_horizon_value():
     config = a2c.A2CConfig(lr=3e-2, gamma=GAMMA, gae_lambda=0.95, num_envs=8, num_steps=16,
                            total_timesteps=8 * 16 * 150, hidden_size=8, anneal_lr=False)
     train = a2c.make_train(config, env, env.default_params)
-    state, _ = quick_jit(train, jax.random.key(0))(jax.random.key(0))
+    state, _ = jax.jit(train)(jax.random.key(0))
     network, _ = make_network(env, env.default_params, config.hidden_size, "A2C")
     _, value = network.apply(a2c.network_params(state), env.get_obs(None))
     assert abs(float(value) - VALUE) < 0.5, float(value)
@@ -113,7 +112,7 @@ def test_dqn_q_values_learn_the_infinite_horizon_value():
     config = dqn.DQNConfig(lr=1e-2, gamma=GAMMA, num_envs=8, total_timesteps=8 * 400,
                            buffer_size=8 * 64, batch_size=32, learning_starts=64, n_step=3,
                            target_update_interval=10, hidden_size=8, anneal_lr=False)
-    state, _ = quick_jit(dqn.make_train(config, env, env.default_params), jax.random.key(0))(
+    state, _ = jax.jit(dqn.make_train(config, env, env.default_params))(
         jax.random.key(0))
     network = make_q_network(env.observation_space(), 2, config.hidden_size, config.dueling)
     q = network.apply(dqn.network_params(state), env.get_obs(None))
@@ -124,6 +123,6 @@ def test_tabular_q_learning_learns_the_infinite_horizon_value():
     env = Endless(index_obs=True)
     config = tabular.QLearningConfig(alpha=0.5, gamma=GAMMA, num_envs=4, num_steps=50,
                                      total_timesteps=4 * 50 * 4)
-    state, _ = quick_jit(tabular.make_train(config, env, env.default_params), jax.random.key(0))(
+    state, _ = jax.jit(tabular.make_train(config, env, env.default_params))(
         jax.random.key(0))
     np.testing.assert_allclose(state.q_table, VALUE, atol=0.05)
