@@ -88,13 +88,12 @@ def load_npz(path: str | Path) -> LoggedBandit:
     if missing:
         raise ValueError(f"{path} lacks {missing}; a LoggedBandit .npz holds "
                          f"{[*_ARRAYS, 'num_actions', 'len_list']} (and optionally action_context)")
-    arrays, action_context = stored, stored.get("action_context")
-    sizes = int(stored["num_actions"]), int(stored["len_list"])
-    data = LoggedBandit(context=jnp.asarray(arrays["context"], jnp.float32),
-                        action=jnp.asarray(arrays["action"], jnp.int32),
-                        position=jnp.asarray(arrays["position"], jnp.int32),
-                        reward=jnp.asarray(arrays["reward"], jnp.float32),
-                        propensity=jnp.asarray(arrays["propensity"], jnp.float32),
-                        action_context=None if action_context is None else jnp.asarray(action_context, jnp.float32),
-                        num_actions=sizes[0], len_list=sizes[1])
-    return validate(data)
+    # validated as stored, then cast: a float or negative action must be refused, not truncated
+    data = validate(LoggedBandit(**{k: stored[k] for k in _ARRAYS},
+                                 action_context=stored.get("action_context"),
+                                 num_actions=int(stored["num_actions"]), len_list=int(stored["len_list"])))
+    dtypes = {"context": jnp.float32, "action": jnp.int32, "position": jnp.int32,
+              "reward": jnp.float32, "propensity": jnp.float32}
+    return data.replace(**{k: jnp.asarray(getattr(data, k), dtypes[k]) for k in _ARRAYS},
+                        action_context=None if data.action_context is None
+                        else jnp.asarray(data.action_context, jnp.float32))

@@ -95,3 +95,19 @@ def test_missing_files_and_bad_names(tmp_path):
         load_obd("random", "men")
     with pytest.raises(ValueError, match="<root>/bts/men/men.csv"):
         load_obd("bts", "men", root=tmp_path)
+
+
+def test_bad_npz_names_the_problem(tmp_path, random_log):
+    """A log stored with fractional actions is refused, not truncated; missing keys and a corrupt
+    file are named."""
+    save_npz(tmp_path / "log.npz", random_log)
+    stored = dict(np.load(tmp_path / "log.npz"))
+    np.savez(tmp_path / "float_action.npz", **{**stored, "action": stored["action"] + 0.5})
+    with pytest.raises(ValueError, match=r"action must hold integers in \[0, 80\), got dtype float"):
+        load_npz(tmp_path / "float_action.npz")
+    np.savez(tmp_path / "no_reward.npz", **{k: v for k, v in stored.items() if k != "reward"})
+    with pytest.raises(ValueError, match=r"lacks \['reward'\]"):
+        load_npz(tmp_path / "no_reward.npz")
+    (tmp_path / "corrupt.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="cannot read LoggedBandit from"):
+        load_npz(tmp_path / "corrupt.npz")
