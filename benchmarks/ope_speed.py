@@ -5,16 +5,18 @@ The log is synthetic (numpy seed 0): `--rows` rows, 10 items, 3 positions, rando
 evaluation action distribution and reward-model predictions, stored in a temporary .npz that the
 obp half reads in a subprocess of `--obp-python` (a Python with obp 0.4.1; obp is no dependency of
 ecomrl_jax). JAX: `row_terms` then one `bootstrap` of all seven estimators (shared resamples),
-compiled ahead of time; compile seconds apart, only compiled calls timed. obp: each estimator's
+compiled ahead of time; compile seconds apart, only compiled calls timed; the resamples split over
+`--devices` virtual CPU devices (default: one per core; obp's numpy runs on one core). obp: each estimator's
 `estimate_interval(n_bootstrap_samples=...)`; with `--obp-resamples` below `--resamples` its
 bootstrap time is scaled up linearly (stated in the output). Writes `<out>/ope_speed.json` and `.md`.
 
-    python -m benchmarks.ope_speed [--rows 1000000] [--resamples 1000] \\
+    python -m benchmarks.ope_speed [--rows 1000000] [--resamples 1000] [--devices 2] \\
         [--obp-python /work/scratch/obpvenv/bin/python] [--obp-resamples 1000]
 """
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -59,7 +61,8 @@ def obp_half(path: str, resamples: int) -> dict:
     return out
 
 
-def jax_half(path: Path, resamples: int) -> dict:
+def jax_half(path: Path, resamples: int, devices: int) -> dict:
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
     import ecomrl_jax  # noqa: F401  (the XLA CPU flag before jax starts)
     import jax
     import jax.numpy as jnp
@@ -88,13 +91,16 @@ def jax_half(path: Path, resamples: int) -> dict:
         start = time.perf_counter()
         jax.block_until_ready(compiled(data, dist, q_hat, key))
         timings[label] = {"compile_s": compile_s, "run_s": time.perf_counter() - start}
-    return {"backend": jax.default_backend(), "device": str(jax.devices()[0]), "timings": timings}
+    return {"backend": jax.default_backend(), "device": str(jax.devices()[0]),
+            "devices": jax.local_device_count(), "timings": timings}
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--devices", type=int, default=os.cpu_count(),
+                        help="virtual CPU devices the resamples split over (default: one per core)")
     parser.add_argument("--obp-python", default=None, help="a Python with obp 0.4.1 (omit: JAX only)")
     parser.add_argument("--obp-resamples", type=int, default=None,
                         help="bootstrap resamples obp runs (default --resamples); its time is scaled to --resamples")
@@ -109,7 +115,7 @@ def main(argv=None) -> dict:
         path = Path(tmp) / "log.npz"
         synthetic_log(path, args.rows)
         result = {"rows": args.rows, "resamples": args.resamples, "cpu": platform.processor() or platform.machine(),
-                  "jax": jax_half(path, args.resamples)}
+                  "jax": jax_half(path, args.resamples, args.devices)}
         if args.obp_python:
             done = subprocess.run([args.obp_python, __file__, "--obp-worker", str(path), str(obp_resamples)],
                                   capture_output=True, text=True, check=True)
@@ -127,8 +133,8 @@ def write(result: dict, out: Path) -> None:
     separate = sum(timings[name]["run_s"] for name in NAMES)
     lines = [f"# OPE speed: {len(NAMES)} estimators, {result['resamples']:,} bootstrap resamples, "
              f"{result['rows']:,} logged rows ({NUM_ACTIONS} items x {LEN_LIST} positions)", "",
-             f"JAX backend: {result['jax']['backend']} ({result['jax']['device']}); compiled code timed, "
-             "compile apart.", "",
+             f"JAX backend: {result['jax']['backend']} ({result['jax']['device']}, resamples split over "
+             f"{result['jax']['devices']} devices); compiled code timed, compile apart. obp: numpy, one core.", "",
              "| implementation | seconds | compile s |", "|---|---|---|",
              f"| ecomrl_jax, one bootstrap of all seven (shared resamples) | {joint['run_s']:.1f} | "
              f"{joint['compile_s']:.1f} |",

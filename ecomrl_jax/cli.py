@@ -245,7 +245,7 @@ def cmd_ope(args) -> None:
                                           link="logistic" if args.reward_model != "linear" else "identity",
                                           num_folds=args.folds)
         reward_models.check_rewards(model, data)
-        q_hat = jax.jit(reward_models.fit_predict, static_argnums=0)(model, data, model_key)
+        q_hat = reward_models.fit_predict(model, data, model_key)
     terms = jax.jit(estimators.row_terms)(data, action_dist, q_hat)
     intervals = jax.jit(estimators.bootstrap, static_argnames=("names", "num_resamples"))(
         terms, bootstrap_key, names, num_resamples=args.bootstrap, alpha=args.alpha, tau=args.tau,

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
+from jax.tree_util import Partial
 from matplotlib.figure import Figure
 
 import ecomrl_jax
@@ -51,14 +52,24 @@ LEARN_DECISIONS = 20_000
 
 
 def linear_score(env, params, seed: int, scale: float):
-    """context -> scale * (context @ W), W standard normal from `seed` (columns scaled to O(1))."""
+    """context -> scale * (context @ W), W standard normal from `seed` (columns scaled to O(1));
+    a pytree, so jitted log collection and true values compile once per env, not per score."""
     obs, _ = env.reset(jax.random.key(0), params)
     weights = jax.random.normal(jax.random.key(seed), (flatten(obs).shape[0], env.num_actions))
-    return lambda x: scale * (x / (1.0 + jnp.abs(x))) @ weights
+    return Partial(_linear_score, weights, scale)
+
+
+def _linear_score(weights, scale, x):
+    return scale * (x / (1.0 + jnp.abs(x))) @ weights
 
 
 def mixture(behavior, target, shift: float):
-    return lambda x: (1.0 - shift) * behavior(x) + shift * target(x)
+    """(1 - shift) behavior + shift target, as a pytree policy (shift traced: one compilation)."""
+    return Partial(_mixture, behavior, target, shift)
+
+
+def _mixture(behavior, target, shift, x):
+    return (1.0 - shift) * behavior(x) + shift * target(x)
 
 
 def reward_model_for(log):
@@ -129,7 +140,7 @@ def learning(label, seeds, ppo_steps, quiet):
                                    item_features=item_features)
             policy = learn(config, log, jax.random.key(seed), q_hat if objective == "dr" else None)
             values[f"offline {objective.upper()}"].append(
-                true_value(env, params, policy.probs, truth_key, 5000)[0])
+                true_value(env, params, policy, truth_key, 5000)[0])
         values["PPO (online)"].append(true_value(env, params, ppo_policy(env, params, ppo_steps, seed),
                                                  truth_key, 5000)[0])
         if not quiet:

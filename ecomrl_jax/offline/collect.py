@@ -6,7 +6,11 @@ picks an action from the probabilities it gives for that context, and the reward
 step's reward. So the simulator knows each policy's true value (`true_value`, exact in the
 action and reward noise, Monte-Carlo over contexts) and every estimator can be checked on it.
 
-A policy is a function `context (d,) -> action probabilities (num_actions,)`. For a slate env
+A policy is a function `context (d,) -> action probabilities (num_actions,)`. Policies built by
+`softmax_policy`, `epsilon_greedy` and `uniform_policy` (and any pytree policy, such as a
+`jax.tree_util.Partial` of a module-level function or a `LearnedPolicy`) are passed to the jitted
+code as arguments, so new weights or mixture shares reuse its compilation; a plain function is
+compiled once per function object. For a slate env
 (ShopperRec-v0 with `slate_size > 1`) these probabilities define a Plackett-Luce ranking: the
 slate is drawn without replacement in proportion to them, and a row's propensity is the exact
 position-wise marginal P(item at position | context), as OBD logs it (`action_dist`), computed
@@ -31,35 +35,52 @@ from ecomrl_jax.evaluation import confidence_interval
 from ecomrl_jax.offline.data import LoggedBandit
 from ecomrl_jax.wrappers import flatten
 
+Partial = jax.tree_util.Partial
 Policy = Callable[[jax.Array], jax.Array]  # context (d,) -> action probabilities (num_actions,)
 
 MAX_SLATES = 100_000  # ordered slates enumerated per context for exact slate probabilities
 BATCH = 4096  # decisions computed at once (bounds the memory of the slate enumeration)
 
 
+def as_pytree(fn: Callable) -> Callable:
+    """`fn` as a pytree that jit takes as an argument: itself when it is one (its leaves are
+    arrays or numbers), else a `Partial` that holds it as static (hashed by identity)."""
+    if all(isinstance(leaf, (jax.Array, np.ndarray, float, int)) for leaf in jax.tree.leaves(fn)):
+        return fn
+    return Partial(fn)
+
+
 def softmax_policy(logits_fn: Callable[[jax.Array], jax.Array], temperature: float = 1.0) -> Policy:
     """softmax(logits_fn(context) / temperature): a stochastic policy around a score."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    return lambda context: jax.nn.softmax(logits_fn(context) / temperature)
+    return Partial(_softmax, as_pytree(logits_fn), temperature)
+
+
+def _softmax(logits_fn, temperature, context):
+    return jax.nn.softmax(logits_fn(context) / temperature)
 
 
 def epsilon_greedy(logits_fn: Callable[[jax.Array], jax.Array], epsilon: float) -> Policy:
     """The argmax of logits_fn(context) with probability 1 - epsilon, else uniform."""
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
+    return Partial(_epsilon_greedy, as_pytree(logits_fn), epsilon)
 
-    def policy(context):
-        logits = logits_fn(context)
-        greedy = jax.nn.one_hot(jnp.argmax(logits), logits.shape[-1])
-        return (1.0 - epsilon) * greedy + epsilon / logits.shape[-1]
 
-    return policy
+def _epsilon_greedy(logits_fn, epsilon, context):
+    logits = logits_fn(context)
+    greedy = jax.nn.one_hot(jnp.argmax(logits), logits.shape[-1])
+    return (1.0 - epsilon) * greedy + epsilon / logits.shape[-1]
 
 
 def uniform_policy(num_actions: int) -> Policy:
     """Every action (candidate) equally likely."""
-    return lambda context: jnp.full(num_actions, 1.0 / num_actions)
+    return Partial(_constant, jnp.full(num_actions, 1.0 / num_actions))
+
+
+def _constant(probs, context):
+    return probs
 
 
 class _OneStep(NamedTuple):
@@ -71,9 +92,19 @@ class _OneStep(NamedTuple):
     expected_reward: Callable  # (state, params, slate (len_list,)) -> (len_list,)
 
 
-def _one_step(env, params) -> _OneStep:
+def _one_step(env) -> _OneStep:
     if isinstance(env, ShopperRec):
         return _OneStep(env.num_candidates, env.slate_size, partial(_shopper_expected, env))
+    if isinstance(env, DynamicPricing):
+        return _OneStep(env.num_prices, 1, partial(_pricing_expected, env))
+    if isinstance(env, CouponCRM):
+        return _OneStep(env.num_actions, 1, partial(_crm_expected, env))
+    raise ValueError(f"one-step logs support ShopperRec-v0, DynamicPricing-v0 and CouponCRM-v0, "
+                     f"got {getattr(env, 'name', type(env).__name__)}")
+
+
+def _check_env(env, params) -> _OneStep:
+    """Outside jit: the env's one-step spec, or a ValueError for a configuration it cannot log."""
     if isinstance(env, DynamicPricing):
         if env.continuous or env.num_products != 1:
             raise ValueError("DynamicPricing-v0 logs need one product and discrete prices "
@@ -82,11 +113,7 @@ def _one_step(env, params) -> _OneStep:
         if np.isfinite(np.asarray(params.initial_stock)).any():
             raise ValueError("DynamicPricing-v0 logs need unlimited stock (initial_stock=inf) for "
                              f"an exact expected reward, got initial_stock={params.initial_stock}")
-        return _OneStep(env.num_prices, 1, partial(_pricing_expected, env))
-    if isinstance(env, CouponCRM):
-        return _OneStep(env.num_actions, 1, partial(_crm_expected, env))
-    raise ValueError(f"one-step logs support ShopperRec-v0, DynamicPricing-v0 and CouponCRM-v0, "
-                     f"got {getattr(env, 'name', type(env).__name__)}")
+    return _one_step(env)
 
 
 def _shopper_expected(env: ShopperRec, state, params, slate):
@@ -154,8 +181,12 @@ def position_marginals(probs: jax.Array, len_list: int) -> jax.Array:
 def action_dist(policy: Policy, context: jax.Array, len_list: int) -> jax.Array:
     """(n, num_actions, len_list) position-wise action distribution of `policy` on the rows'
     contexts (n, d): the layout the off-policy estimators take (as OBP's `action_dist`)."""
-    return jax.lax.map(lambda x: position_marginals(policy(x), len_list), context,
-                       batch_size=BATCH)
+    return _action_dist(as_pytree(policy), context, len_list)
+
+
+@partial(jax.jit, static_argnums=2)
+def _action_dist(policy, context, len_list):
+    return jax.lax.map(lambda x: position_marginals(policy(x), len_list), context, batch_size=BATCH)
 
 
 def _reset(env, params, key):
@@ -170,15 +201,31 @@ def collect(env, params, behavior_policy: Policy, key: jax.Array, n: int) -> Log
     A slate row's reward is what the step earned at that position: the shopper clicks at most
     one shown item, so all other positions earn 0.
     """
-    spec = _one_step(env, params)
+    spec = _check_env(env, params)
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int (decisions to log), got {n!r}")
     len_list = spec.len_list
+    context, slate, reward, propensity = _decisions(env, params, as_pytree(behavior_policy),
+                                                    jax.random.split(key, n))
+    rows = n * len_list
+    return LoggedBandit(
+        context=jnp.repeat(context, len_list, axis=0).astype(jnp.float32),
+        action=slate.reshape(rows),
+        position=jnp.tile(jnp.arange(len_list, dtype=jnp.int32), n),
+        reward=reward.reshape(rows).astype(jnp.float32),
+        propensity=propensity.reshape(rows).astype(jnp.float32),
+        num_actions=spec.num_actions, len_list=len_list)
+
+
+@partial(jax.jit, static_argnums=0)
+def _decisions(env, params, policy, keys):
+    """Per key: the context, the slate drawn by `policy`, each position's reward and propensity."""
+    len_list = _one_step(env).len_list
 
     def decide(key):
         k_reset, k_act, k_step = jax.random.split(key, 3)
         context, state = _reset(env, params, k_reset)
-        probs = behavior_policy(context)
+        probs = policy(context)
         slate = jax.random.categorical(k_act, jnp.log(probs)) if len_list == 1 else \
             jax.lax.top_k(jnp.log(probs) + jax.random.gumbel(k_act, probs.shape), len_list)[1]
         slate = jnp.atleast_1d(slate).astype(jnp.int32)
@@ -192,17 +239,7 @@ def collect(env, params, behavior_policy: Policy, key: jax.Array, n: int) -> Log
         propensity = position_marginals(probs, len_list)[slate, jnp.arange(len_list)]
         return context, slate, rewards, propensity
 
-    keys = jax.random.split(key, n)
-    context, slate, reward, propensity = jax.jit(
-        lambda k: jax.lax.map(decide, k, batch_size=BATCH))(keys)
-    rows = n * len_list
-    return LoggedBandit(
-        context=jnp.repeat(context, len_list, axis=0).astype(jnp.float32),
-        action=slate.reshape(rows),
-        position=jnp.tile(jnp.arange(len_list, dtype=jnp.int32), n),
-        reward=reward.reshape(rows).astype(jnp.float32),
-        propensity=propensity.reshape(rows).astype(jnp.float32),
-        num_actions=spec.num_actions, len_list=len_list)
+    return jax.lax.map(decide, keys, batch_size=BATCH)
 
 
 def true_value(env, params, eval_policy: Policy, key: jax.Array, n: int) -> tuple[float, float, float]:
@@ -213,16 +250,23 @@ def true_value(env, params, eval_policy: Policy, key: jax.Array, n: int) -> tupl
     For slates the value is the expected total reward of the Plackett-Luce slate divided by
     len_list (rows per decision), so it is comparable with a log's mean row reward.
     """
-    spec = _one_step(env, params)
+    _check_env(env, params)
     if not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an int >= 2 (contexts, for an interval), got {n!r}")
+    values = _context_values(env, params, as_pytree(eval_policy), jax.random.split(key, n))
+    return confidence_interval(np.asarray(values))
+
+
+@partial(jax.jit, static_argnums=0)
+def _context_values(env, params, policy, keys):
+    """Per key: the expected reward per row of `policy` at the context that key resets to."""
+    spec = _one_step(env)
     slates = all_slates(spec.num_actions, spec.len_list)
 
     def value(key):
         context, state = _reset(env, params, key)
-        weight = slate_probs(eval_policy(context), slates)
+        weight = slate_probs(policy(context), slates)
         reward = jax.vmap(lambda s: spec.expected_reward(state, params, s))(jnp.asarray(slates))
         return weight @ jnp.sum(reward, axis=1) / spec.len_list
 
-    values = jax.jit(lambda k: jax.lax.map(value, k, batch_size=BATCH))(jax.random.split(key, n))
-    return confidence_interval(np.asarray(values))
+    return jax.lax.map(value, keys, batch_size=BATCH)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 from flax import struct
+from jax.sharding import Mesh, PartitionSpec as P
 
 from ecomrl_jax.offline.data import LoggedBandit
 
@@ -231,23 +232,33 @@ def bootstrap(terms: RowTerms, key: jax.Array, names: tuple[str, ...], num_resam
               alpha: float = 0.05, tau: float = 1.0, lambda_: float = 0.0,
               max_elements: int = 2 ** 20) -> dict[str, Interval]:
     """Percentile bootstrap intervals of the estimators `names` on the same row resamples (jittable
-    with `names`, `num_resamples` and `max_elements` static). The resamples run vmapped over their
-    keys, in chunks of at most `max_elements` resampled rows in all to bound memory; each resample
-    gathers the rows' terms in one gather and evaluates every estimator on them."""
+    with `names`, `num_resamples` and `max_elements` static). The resamples are split over the
+    local devices (`shard_map`; on CPU, `--xla_force_host_platform_device_count` makes one per
+    core) and run vmapped over their keys, in chunks of at most `max_elements` resampled rows in
+    all to bound memory; each resample gathers the rows' terms in one gather and evaluates every
+    estimator on them."""
     n = terms.reward.shape[0]
     fields = [name for name in ("reward", "weight", "q_logged", "q_policy") if getattr(terms, name) is not None]
     packed = jnp.stack([getattr(terms, name) for name in fields])  # (fields, n): one gather for all
-
-    def one(resample_key):
-        # indices lie in [0, n) by construction; the barrier makes XLA gather once, not per estimator
-        rows = packed.at[:, resample_indices(resample_key, n)].get(mode="promise_in_bounds")
-        rows = jax.lax.optimization_barrier(rows)
-        return estimate(RowTerms(**dict(zip(fields, rows))), names, tau, lambda_)
-
-    keys = jax.random.split(key, num_resamples)
     batch = min(num_resamples, max_elements // n)
-    # one at a time without vmap: a vmapped gather of a single resample runs ~1.5x slower on CPU
-    draws = jax.lax.map(one, keys, batch_size=batch) if batch > 1 else jax.lax.map(one, keys)
+
+    def resamples(packed, keys):
+        def one(resample_key):
+            # indices lie in [0, n) by construction; the barrier makes XLA gather once, not per estimator
+            rows = packed.at[:, resample_indices(resample_key, n)].get(mode="promise_in_bounds")
+            rows = jax.lax.optimization_barrier(rows)
+            return estimate(RowTerms(**dict(zip(fields, rows))), names, tau, lambda_)
+
+        # one at a time without vmap: a vmapped gather of a single resample runs ~1.5x slower on CPU
+        return jax.lax.map(one, keys, batch_size=batch) if batch > 1 else jax.lax.map(one, keys)
+
+    devices = jax.local_device_count()
+    keys = jax.random.split(key, -(-num_resamples // devices) * devices)  # a multiple of devices
+    if devices > 1:
+        mesh = Mesh(np.array(jax.local_devices()), ("resamples",))
+        resamples = jax.shard_map(resamples, mesh=mesh, in_specs=(P(), P("resamples")),
+                                  out_specs=P("resamples"))
+    draws = jax.tree.map(lambda d: d[:num_resamples], resamples(packed, keys))
     values = estimate(terms, names, tau, lambda_)
     quantiles = jnp.array([alpha / 2, 1 - alpha / 2])
     out = {}

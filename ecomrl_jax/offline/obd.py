@@ -53,7 +53,7 @@ def read_obd_csv(path: str | Path) -> LoggedBandit:
                          f"features the context is built from")
     order = np.argsort(rows[:, header.index("timestamp")], kind="stable")
     rows = rows[order]
-    action = _numbers(rows[:, header.index("item_id")], path, "item_id").astype(np.int64)
+    action = _integers(rows[:, header.index("item_id")], path, "item_id")
     raw_position = _numbers(rows[:, header.index("position")], path, "position")
     position = np.unique(raw_position, return_inverse=True)[1]  # dense rank, 0-based (obp)
     reward = _numbers(rows[:, header.index("click")], path, "click")
@@ -109,6 +109,16 @@ def _numbers(cells: np.ndarray, path: Path, column: str) -> np.ndarray:
         raise ValueError(f"{path} column {column!r} must hold numbers") from None
 
 
+def _integers(cells: np.ndarray, path: Path, column: str) -> np.ndarray:
+    """The cells as int64, or a ValueError naming the first that is not a whole number."""
+    values = _numbers(cells, path, column)
+    whole = np.isfinite(values) & (values == np.round(values))
+    if not whole.all():
+        bad = int(np.argmin(whole))
+        raise ValueError(f"{path} column {column!r} must hold whole numbers; got {str(cells[bad])!r}")
+    return values.astype(np.int64)
+
+
 def _one_hot_drop_first(cells: np.ndarray) -> np.ndarray:
     """One column per category except the first in sorted order (pandas.get_dummies(drop_first=True))."""
     categories, codes = np.unique(cells, return_inverse=True)
@@ -119,7 +129,7 @@ def _item_features(path: Path) -> np.ndarray:
     """(num_actions, 5) obp's action_context: label codes of item_id and item features 1-3, then
     item feature 0; row i is item i."""
     header, rows = _read_table(path, ITEM_COLUMNS)
-    item_id = _numbers(rows[:, header.index("item_id")], path, "item_id").astype(np.int64)
+    item_id = _integers(rows[:, header.index("item_id")], path, "item_id")
     if not np.array_equal(np.sort(item_id), np.arange(len(item_id))):
         raise ValueError(f"{path} item_id must number the items 0..{len(item_id) - 1} once each")
     rows = rows[np.argsort(item_id)]

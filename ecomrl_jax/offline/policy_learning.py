@@ -104,6 +104,11 @@ class LearnedPolicy:
                              "use action_dist")
         return jax.nn.softmax(self.network.apply(self.params, context / self.scale)[:, 0])
 
+    def __call__(self, context: jax.Array) -> jax.Array:
+        """`probs`: a learned policy is a `collect.Policy` (a pytree, so jitted code takes it as an
+        argument and new weights reuse the compilation)."""
+        return self.probs(context)
+
     def action_dist(self, context: jax.Array) -> jax.Array:
         """(n, num_actions, len_list) position-wise action distribution on contexts (n, d)."""
         logits = self.network.apply(self.params, context / self.scale)

@@ -9,6 +9,8 @@ cross-entropy through a sigmoid, `link="identity"` fits any reward by squared er
 vmapped over folds and positions: one compiled program fits all K x len_list models.
 """
 
+from functools import partial
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -65,9 +67,10 @@ def fold_ids(key: jax.Array, n: int, num_folds: int) -> jax.Array:
     return (jnp.argsort(jax.random.permutation(key, n)) % num_folds).astype(jnp.int32)
 
 
+@partial(jax.jit, static_argnums=0)
 def fit_predict(model: RewardModel, data: LoggedBandit, key: jax.Array) -> jax.Array:
     """(n, num_actions, len_list) predicted reward of every item at every position in every row,
-    cross-fitted over `model.num_folds` folds (jittable with `model` static)."""
+    cross-fitted over `model.num_folds` folds (jitted, `model` static)."""
     chex.assert_rank(data.context, 2)
     n, num_actions, len_list = data.n_rows, data.num_actions, data.len_list
     k_fold, k_init = jax.random.split(key)

@@ -2,6 +2,10 @@
 that tie them together (DR with q_hat 0 is IPW, Switch-DR and DRos span DM..DR), jit/vmap, input
 checks and the vmapped bootstrap."""
 
+import json
+import os
+import subprocess
+import sys
 from functools import partial
 
 import jax
@@ -152,6 +156,30 @@ def test_bootstrap_is_one_vmapped_computation_chunked_without_changing_it(log):
     small = run(quarter, jax.random.key(3), names, num_resamples=200)
     ratio = float((small["ipw"].high - small["ipw"].low) / (whole["ipw"].high - whole["ipw"].low))
     assert 1.6 < ratio < 2.5
+
+
+SPLIT_BOOTSTRAP = """
+import json, jax, jax.numpy as jnp
+from ecomrl_jax.offline import estimators as E
+n = 1000
+terms = E.RowTerms(reward=jnp.linspace(0, 1, n), weight=jnp.linspace(2, 0, n))
+out = jax.jit(E.bootstrap, static_argnums=(2, 3))(terms, jax.random.key(3), ("ipw", "snipw"), 100)
+print(json.dumps([jax.local_device_count()] + [float(v) for i in out.values() for v in (i.low, i.high)]))
+"""
+
+
+def test_bootstrap_split_over_devices_gives_the_same_intervals():
+    """Resamples split over 3 (virtual CPU) devices, 100 padded to 102: the same intervals as on one."""
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=3"}
+    done = subprocess.run([sys.executable, "-c", SPLIT_BOOTSTRAP], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    devices, *split = json.loads(done.stdout.strip().splitlines()[-1])
+    n = 1000
+    terms = E.RowTerms(reward=jnp.linspace(0, 1, n), weight=jnp.linspace(2, 0, n))
+    out = jax.jit(E.bootstrap, static_argnums=(2, 3))(terms, jax.random.key(3), ("ipw", "snipw"), 100)
+    assert devices == 3 and jax.local_device_count() == 1
+    np.testing.assert_allclose(split, [float(v) for i in out.values() for v in (i.low, i.high)], rtol=1e-6)
 
 
 def test_slope_stops_before_the_first_candidate_outside_the_earlier_intervals():

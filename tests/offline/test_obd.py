@@ -74,6 +74,7 @@ def _replace_cell(lines, column, value, row=1):
     (lambda lines: _replace_cell(lines, "propensity_score", "0"), r"propensity must lie in \(0, 1\], got 0.0 at row"),
     (lambda lines: _replace_cell(lines, "propensity_score", "1.5"), r"propensity must lie in \(0, 1\], got 1.5"),
     (lambda lines: _replace_cell(lines, "item_id", "80"), r"action must hold integers in \[0, 80\)"),
+    (lambda lines: _replace_cell(lines, "item_id", "3.5"), r"column 'item_id' must hold whole numbers; got '3.5'"),
     (lambda lines: _replace_cell(lines, "click", "yes"), r"column 'click' must hold numbers"),
     (lambda lines: lines[:1], "is empty"),
 ])
