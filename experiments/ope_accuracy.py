@@ -111,14 +111,20 @@ def accuracy(label, sizes, reps, quiet):
     return {"rows": by_rows, "shift": by_shift, "truth": truth}
 
 
-def ppo_policy(env, params, total_timesteps, seed):
-    """PPO trained online on the one-step env; returns context -> action probabilities."""
+def ppo_policies(env, params, total_timesteps, seeds):
+    """PPO trained online on the one-step env, vmapped over seeds (keys split(key(0), seeds)):
+    one policy (context -> action probabilities) per seed, sharing one compiled function."""
     one_step = params.replace(max_steps_in_episode=1)
     config = ppo.PPOConfig(total_timesteps=total_timesteps, num_envs=64, num_steps=4)
-    weights = ppo.network_params(ppo.make_train(config, env, one_step)(jax.random.key(seed))[0])
+    train = jax.jit(jax.vmap(ppo.make_train(config, env, one_step)))
+    weights = ppo.network_params(train(jax.random.split(jax.random.key(0), seeds))[0])
     network, _ = make_network(env, one_step, config.hidden_size, "PPO")
     _, unravel = ravel_pytree(env.reset(jax.random.key(0), params)[0])
-    return lambda x: jax.nn.softmax(network.apply(weights, unravel(x))[0])
+
+    def probs(weights, x):
+        return jax.nn.softmax(network.apply(weights, unravel(x))[0])
+
+    return [Partial(probs, jax.tree.map(lambda w: w[seed], weights)) for seed in range(seeds)]
 
 
 def learning(label, seeds, ppo_steps, quiet):
@@ -129,6 +135,7 @@ def learning(label, seeds, ppo_steps, quiet):
     slate = env_id == "ShopperRec-v0" and kwargs.get("slate_size", 1) > 1
     steps = 300 if slate else 2000
     values = {k: [] for k in ("behaviour", "offline IPW", "offline DR", "PPO (online)")}
+    online = ppo_policies(env, params, ppo_steps, seeds)
     for seed in range(seeds):
         log = collect(env, params, behavior, jax.random.key(1000 + seed), LEARN_DECISIONS)
         q_hat = reward_models.fit_predict(reward_model_for(log), log, jax.random.key(seed))
@@ -141,8 +148,7 @@ def learning(label, seeds, ppo_steps, quiet):
             policy = learn(config, log, jax.random.key(seed), q_hat if objective == "dr" else None)
             values[f"offline {objective.upper()}"].append(
                 true_value(env, params, policy, truth_key, 5000)[0])
-        values["PPO (online)"].append(true_value(env, params, ppo_policy(env, params, ppo_steps, seed),
-                                                 truth_key, 5000)[0])
+        values["PPO (online)"].append(true_value(env, params, online[seed], truth_key, 5000)[0])
         if not quiet:
             print(f"{label}: learning seed {seed} done", flush=True)
     return values
