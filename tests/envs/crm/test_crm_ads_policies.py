@@ -249,7 +249,7 @@ def ads_results():
                                   continuous=True)
     policies = {"truthful": constant_bid(env, params, 1.0),
                 "shaded": constant_bid(env, params, 0.6),
-                "pacing": linear_pacing(env, params), "oracle": hindsight_policy(env, params)}
+                "pacing": linear_pacing(env, params), "hindsight": hindsight_policy(env, params)}
     key = jax.random.key(7)
     results = _evaluate_all(env, params, policies, key, 12)
 
@@ -266,7 +266,7 @@ def ads_results():
 
 def test_hindsight_policy_reaches_the_hindsight_multiplier_value(ads_results):
     results, greedy, _ = ads_results
-    r = results["oracle"]
+    r = results["hindsight"]
     assert np.all(greedy["multiplier"] < 2.0)  # within max_multiplier: no clipping
     np.testing.assert_allclose(r["expected_value"], greedy["value"], rtol=1e-4)
     np.testing.assert_allclose(r["spend"], greedy["spend"], rtol=1e-4)
@@ -276,7 +276,7 @@ def test_hindsight_policy_reaches_the_hindsight_multiplier_value(ads_results):
 
 def test_every_policy_is_below_the_bound_and_hindsight_beats_the_baselines(ads_results):
     results, greedy, bound = ads_results
-    for name in ("truthful", "shaded", "pacing", "oracle"):
+    for name in ("truthful", "shaded", "pacing", "hindsight"):
         assert np.all(results[name]["expected_value"] <= bound * (1 + 1e-5)), name
         assert np.all(results[name]["spend"] <= 2.0 + 1e-5), name
     for name in ("truthful", "shaded", "pacing"):
