@@ -120,9 +120,9 @@ def write_table(results, num_seeds, search_episodes, episodes, path: Path) -> No
         "oracle divides the mean and both bounds by the oracle's mean on the same episodes.", "",
         "OR-Gym column: the authors' mean episode reward from their results notebook "
         "(hubbs5/or-gym, notebooks/inv_management_plots.ipynb @ a092b92; Hubbs et al., "
-        "arXiv:2008.06319): their PPO is RLlib's after 2M steps (last training iteration), "
-        "base-stock is optimised by MIP, their oracle is a deterministic program with the "
-        "realised demand; means over 10 runs, not over our episodes.", "",
+        "arXiv:2008.06319): their PPO is RLlib's after 2M steps, the mean episode reward of the "
+        "last training iteration; their base-stock (optimised by MIP) and oracle (a deterministic "
+        "program with the realised demand) are means over 10 runs, not over our episodes.", "",
     ]
     for variant, (summary, notes, _, gap) in results.items():
         oracle_mean = summary[ORACLE]["discounted_profit"][0]

@@ -65,7 +65,9 @@ def log_prob_entropy(dist, action):
 
     For a slate the entropy is the sum over positions of the entropy of the choice among
     candidates not yet placed: by the chain rule its expectation over slates is the slate
-    entropy; for one position it is the categorical entropy.
+    entropy; for one position it is the categorical entropy. A logit of -inf (a masked action)
+    has probability 0 and adds 0 to the entropy; an action that picks it has log-prob -inf.
+    Each position needs a finite logit among the candidates not yet placed.
     """
     if isinstance(dist, Gaussian):
         z = (action - dist.mean) * jnp.exp(-dist.log_std)
@@ -77,9 +79,11 @@ def log_prob_entropy(dist, action):
     chosen = slate[..., None] == jnp.arange(logits.shape[-1])  # (..., k, C)
     placed = (jnp.cumsum(chosen, axis=-2) - chosen) > 0
     log_p = jax.nn.log_softmax(jnp.where(placed, -jnp.inf, logits[..., None, :]), axis=-1)
-    log_p = jnp.where(placed, 0.0, log_p)  # no -inf left, so gradients stay finite
+    log_p = jnp.where(placed, 0.0, log_p)  # placed: no -inf, so gradients stay finite
     log_prob = jnp.sum(jnp.where(chosen, log_p, 0.0), axis=(-2, -1))
-    entropy = -jnp.sum(jnp.exp(log_p) * log_p, axis=(-2, -1))
+    # p log p -> 0 as p -> 0: a -inf logit would give 0 * -inf = NaN
+    finite_log_p = jnp.where(jnp.isneginf(log_p), 0.0, log_p)
+    entropy = -jnp.sum(jnp.exp(log_p) * finite_log_p, axis=(-2, -1))
     return log_prob, entropy
 
 

@@ -142,6 +142,38 @@ def test_plackett_luce_log_probs_normalise_and_match_sampling(num_candidates, sl
     np.testing.assert_allclose(counts / n, probs, atol=0.015)
 
 
+@pytest.mark.parametrize("slate_size", [0, 2, 4])
+def test_a_logit_of_minus_inf_is_never_chosen_and_adds_no_entropy(slate_size):
+    """Candidate 1 of 5 masked with -inf: under jit and vmap, log-probs and entropies equal those
+    of the 4 other candidates alone (no NaN), the masked candidate's log-prob is -inf, and
+    gradients stay finite."""
+    rows = np.array([[0.3, -np.inf, 2.0, 0.5, -1.0], [1.0, -np.inf, -0.2, 0.0, 0.4]], np.float32)
+    kept = np.array([0, 2, 3, 4])
+    size = max(slate_size, 1)
+    slates = np.array(list(itertools.permutations(kept, size)), np.int32)
+    actions = slates[:, 0] if slate_size == 0 else slates
+
+    @jax.jit
+    def run(logits, actions):  # logits (5,), actions (num_slates, ...) for one row
+        out = jax.vmap(lambda a: log_prob_entropy(logits, a))(actions)
+        grads = jax.vmap(jax.grad(lambda x, a: jnp.sum(jnp.stack(log_prob_entropy(x, a)))),
+                         in_axes=(None, 0))(logits, actions)
+        masked = log_prob_entropy(logits, jnp.full_like(actions[0], 1))[0]
+        return out, grads, masked
+
+    (log_probs, entropies), grads, masked = jax.vmap(run, in_axes=(0, None))(
+        jnp.asarray(rows), jnp.asarray(actions))
+    remap = {c: i for i, c in enumerate(kept)}
+    for row, lp, ent in zip(rows, np.asarray(log_probs), np.asarray(entropies), strict=True):
+        ref_actions = np.vectorize(remap.get)(actions)
+        ref_lp, ref_ent = jax.vmap(lambda a, x=jnp.asarray(row[kept]): log_prob_entropy(x, a))(
+            jnp.asarray(ref_actions))
+        np.testing.assert_allclose(lp, ref_lp, rtol=1e-5)
+        np.testing.assert_allclose(ent, ref_ent, rtol=1e-5)
+        np.testing.assert_allclose(np.exp(lp).sum(), 1.0, rtol=1e-5)  # every slate counted
+    assert np.all(np.isfinite(grads)) and np.all(np.asarray(masked) == -np.inf)
+
+
 def test_discrete_log_prob_greedy_actions_and_finite_gradients():
     logits = jnp.array([[0.3, -1.0, 2.0, 0.5]])
 

@@ -1,5 +1,5 @@
-"""Ad budget pacing: AdBidding-v0; `policies` holds constant bids, linear pacing and the
-hindsight oracle."""
+"""Ad budget pacing: AdBidding-v0; `policies` holds constant bids, linear pacing, the
+hindsight multiplier policy and the hindsight upper bound on a day's value."""
 
 from ecomrl_jax.envs.ads.ad_bidding import AdBidding
 

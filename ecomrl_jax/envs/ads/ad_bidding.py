@@ -4,8 +4,9 @@ Each step (e.g. 15 minutes) a batch of auctions arrives; the agent picks a bid m
 bids multiplier x (estimated value) in each, and wins where its bid beats the highest
 competing bid, paying that bid (second price) while the budget lasts. Traffic and
 competition follow a daily pattern, so spending evenly is not optimal. The day's auctions
-are a deterministic function of a day key kept in the state, so a hindsight oracle can see
-them (`ecomrl_jax.envs.ads.policies.hindsight_oracle`). See docs/envs/ad_bidding.md.
+are a deterministic function of a day key kept in the state, so hindsight can see them
+(`ecomrl_jax.envs.ads.policies.hindsight_bound`, the upper bound on a day's value, and
+`hindsight_multiplier`). See docs/envs/ad_bidding.md.
 """
 
 import jax

@@ -31,7 +31,7 @@ NUM_OBS = 9
 @struct.dataclass
 class EnvState(environment.EnvState):
     purchase_logit: jax.Array  # () customer's base weekly purchase logit (hidden)
-    basket: jax.Array  # () basket value at list price (hidden until the first purchase)
+    basket: jax.Array  # () basket value at list price (observed: monetary at reset)
     sensitivity: jax.Array  # () discount sensitivity >= 0 (hidden)
     churn_logit: jax.Array  # () base weekly churn logit (hidden)
     engagement: jax.Array  # () in [0, 1], decays with neglect (hidden)
@@ -274,7 +274,7 @@ class CouponCRM(HorizonEndsEpisode, CompareByArgs, environment.Environment[EnvSt
         info = {"purchases": live * buy, "revenue": live * revenue, "margin": live * margin,
                 "coupon_cost": live * coupon_cost, "contact_cost": live * contact_cost[a],
                 "contacts": live * contact, "churned": live * churn.astype(jnp.float32),
-                "invalid_actions": (~valid).astype(jnp.float32),
+                "invalid_actions": live * (~valid).astype(jnp.float32),
                 "budget_blocked": live * blocked.astype(jnp.float32)}
         return (self.get_obs(new, params), new, (live * reward).astype(jnp.float32),
                 new.churned, info)

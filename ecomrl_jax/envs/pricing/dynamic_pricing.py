@@ -21,6 +21,7 @@ from ecomrl_jax.spaces import MultiDiscrete, check_action
 
 DEMAND_MODELS = {"linear": 0, "logit": 1, "constant_elasticity": 2}
 DAYS_PER_YEAR = 365
+HOLIDAY_DAYS = (326, 358)  # default holidays: 23 November and 25 December (day 0 is 1 January)
 MAX_MEAN_DEMAND = 1e6  # numerical guard: mean demand per product and period is capped here
 # numerical guard: the competitor price stays within this factor of competitor_mean (a huge
 # volatility, or persistence near 1, would otherwise overflow exp to inf)
@@ -153,7 +154,7 @@ class DynamicPricing(HorizonEndsEpisode, CompareByArgs, environment.Environment[
 
     @property
     def default_params(self) -> EnvParams:
-        return EnvParams(holiday_days=jnp.array([326, 358], jnp.int32))
+        return EnvParams(holiday_days=jnp.array(HOLIDAY_DAYS, jnp.int32))
 
     def validate_params(self, params: EnvParams) -> None:
         """Raise ValueError naming the first invalid field and its valid range; call outside jit."""

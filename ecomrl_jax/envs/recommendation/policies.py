@@ -1,4 +1,5 @@
-"""Rule-based policies for ShopperRec-v0: random, popularity and a myopic oracle.
+"""Rule-based policies for ShopperRec-v0: random, popularity and a myopic oracle (exact over
+valid slates).
 
 Each factory returns `policy_fn(key, obs, env_state, env_params) -> action` for one
 unbatched env, as `ecomrl_jax.evaluation.evaluate` expects. An action is a candidate slot
@@ -41,9 +42,12 @@ def popularity_policy(env, env_params):
 
 
 def myopic_oracle(env, env_params):
-    """Maximise the expected immediate reward, knowing the hidden `env_state.interest`.
+    """Maximise the expected immediate reward over valid slates (distinct in-range slots),
+    knowing the hidden `env_state.interest`.
 
-    Exact under the env's choice model (multinomial logit with position bias). Shown item i
+    Exact over valid slates under the env's choice model (multinomial logit with position
+    bias). Not over every action: an invalid slot is shown empty at no cost, and an empty last
+    slot can earn slightly more than a weak item there (see the env card). Shown item i
     has weight a_i = exp(click_logit_i) times beta_j = exp(-position_bias * j) at slot j and
     value v_i = click_weight + P(buy_i) * (purchase_weight + revenue_weight * price_i), so a
     slate earns R = sum_j beta_j a_j v_j / (exp(no_click_logit) + sum_j beta_j a_j); for one

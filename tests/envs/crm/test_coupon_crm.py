@@ -5,6 +5,7 @@ tested on its own.
 """
 
 import dataclasses
+from pathlib import Path
 
 import gymnax
 import jax
@@ -114,6 +115,18 @@ def test_observation_space_and_values(crm, rollout):
     assert isinstance(space, spaces.Discrete) and space.n == env.num_actions == 6
 
 
+def test_basket_is_observed_at_reset_as_the_card_says(crm):
+    """The customer was just acquired by a purchase at list price: column 2 at reset is basket /
+    100, so the card must not list the basket value among the hidden latents."""
+    env, params = crm
+    _, state = jax.vmap(env.reset, in_axes=(0, None))(_keys(3), params)
+    obs0 = jax.vmap(env.get_obs, in_axes=(0, None))(state, params)
+    np.testing.assert_allclose(obs0[:, 2], state.basket / 100.0, rtol=1e-6)
+    card = (Path(__file__).resolve().parents[3] / "docs" / "envs" / "coupon_crm.md").read_text()
+    hidden = card[card.index("Hidden from the agent:"):].split(".")[0]
+    assert "sensitivity" in hidden and "basket" not in hidden
+
+
 def test_state_fields_are_scalars_of_fixed_dtype(crm):
     env, params = crm
     _, state = env.reset(jax.random.key(0), params)
@@ -217,7 +230,7 @@ def test_churn_hazard_rises_with_neglect_and_over_contact(crm):
 def test_churn_is_absorbing(crm, step):
     env, params = crm
     state = _state(env, params, purchase_logit=50.0).replace(churned=jnp.bool_(True))
-    for action in range(env.num_actions):
+    for action in range(-1, env.num_actions + 1):  # out-of-range actions too: not counted
         _, post, reward, term, info = _np(step(jax.random.key(action), state, jnp.int32(action),
                                                params))
         assert term and reward == 0.0

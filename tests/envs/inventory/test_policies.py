@@ -65,6 +65,20 @@ def test_newsvendor_level_is_the_critical_fractile():
     assert levels == sorted(levels) and levels[3] > 3 * 3.0
 
 
+def test_newsvendor_refuses_when_the_order_limit_or_storage_binds():
+    """Poisson(4) demand exceeds max_order = 6 in 11% of periods: base-stock cannot always order
+    back up, so the formula's profit (the same instance with a limit that does not bind) is
+    above the exact optimum; newsvendor refuses rather than report it."""
+    params = NEWSVENDOR.replace(demand_mean=4.0)
+    capped = Inventory(lead_time=0, max_order=6)
+    optimum = value_iteration(capped, params, tol=1e-4).gain
+    assert newsvendor(Inventory(lead_time=0, max_order=20), params).average_profit > optimum + 0.1
+    with pytest.raises(ValueError, match=r"max_order=6 with probability 0\.11"):
+        newsvendor(capped, params)
+    with pytest.raises(ValueError, match="storage_capacity"):  # level 6 > capacity 5
+        newsvendor(Inventory(lead_time=0, max_order=20), params.replace(storage_capacity=5.0))
+
+
 def test_demand_pmf_matches_moments():
     for params, var in ((EnvParams(demand_mean=4.0), 4.0),
                         (EnvParams(demand_mean=5.0, demand_dist=1, demand_shape=2.0), 17.5)):

@@ -4,7 +4,10 @@ Rollouts share one jitted program per env (params are traced arguments, so new p
 reuse it); demand formulas are checked against hand-written numbers.
 """
 
+import datetime
 import math
+import re
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -169,6 +172,20 @@ def test_demand_is_capped_and_finite_in_extreme_params(discrete, demand):
 
 
 # --------------------------------------------------------------------------- market features
+
+
+def test_card_states_the_default_holidays_as_dates(discrete):
+    """The card's dates of the default holidays are the code's days, counted from 0 = 1 January
+    of a 365-day year (day 358 is 25 December, not Christmas Eve)."""
+    env, _ = discrete
+    card = (Path(__file__).resolve().parents[3] / "docs" / "envs" / "dynamic_pricing.md").read_text()
+    row = next(line for line in card.splitlines() if line.startswith("| `holiday_days`"))
+    stated = re.findall(r"(\d+) (January|February|March|April|May|June|July|August|September|"
+                        r"October|November|December)", row.split("(default:")[1])
+    days = np.asarray(env.default_params.holiday_days).tolist()
+    assert f"`{days}`".replace(" ", "") in row.replace(" ", "")
+    dates = [datetime.date(2001, 1, 1) + datetime.timedelta(days=d) for d in days]  # 365 days
+    assert stated == [(str(d.day), d.strftime("%B")) for d in dates]
 
 
 def test_season_multiplier_weekly_yearly_and_holidays(discrete):

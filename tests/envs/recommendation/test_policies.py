@@ -1,6 +1,7 @@
 """Rule-based policies for ShopperRec-v0 (ecomrl_jax/envs/recommendation/policies.py)."""
 
 import itertools
+from pathlib import Path
 
 import gymnax
 import jax
@@ -13,6 +14,7 @@ from ecomrl_jax.envs.recommendation.policies import myopic_oracle, popularity_po
 from ecomrl_jax.evaluation import evaluate
 from ecomrl_jax.wrappers import EpisodeStatistics
 
+CARD = Path(__file__).resolve().parents[3] / "docs" / "envs" / "shopper_rec.md"
 FACTORIES = (random_policy, popularity_policy, myopic_oracle)
 # Every reward term weighted, strong position bias: the oracle's choice and order matter.
 WEIGHTED = dict(purchase_weight=0.5, revenue_weight=0.05, position_bias=0.7)
@@ -46,17 +48,19 @@ def first_step(request):
 
 
 def _expected_reward(params, state, slots):
-    """E[reward] of showing candidate `slots` in order, from the env's choice model."""
-    items = state.candidates[slots]
+    """E[reward] of showing candidate `slots` in order, from the env's choice model; a slot of
+    -1 is shown empty (as the env shows an invalid slot)."""
+    shown = slots >= 0
+    items = state.candidates[jnp.maximum(slots, 0)]
     affinity = params.item_embedding[items] @ state.interest
     logits = (params.affinity_scale * affinity + params.item_appeal[items]
               - params.position_bias * jnp.arange(slots.size))
-    probs = jax.nn.softmax(jnp.append(logits, params.no_click_logit))[:-1]
+    probs = jax.nn.softmax(jnp.append(jnp.where(shown, logits, -jnp.inf), params.no_click_logit))
     price = params.item_price[items]
     p_buy = jax.nn.sigmoid(params.purchase_bias + params.purchase_affinity * affinity
                            - params.purchase_price * price)
     value = params.click_weight + p_buy * (params.purchase_weight + params.revenue_weight * price)
-    return jnp.sum(probs * value)
+    return jnp.sum(jnp.where(shown, probs[:-1] * value, 0.0))
 
 
 def test_actions_are_valid(first_step):
@@ -89,6 +93,26 @@ def test_myopic_oracle_maximises_expected_reward(first_step):
     oracle = actions["myopic_oracle"].reshape(64, env.slate_size)
     chosen = jax.vmap(lambda s, a: _expected_reward(params, s, a))(states, oracle)
     np.testing.assert_allclose(chosen, best, rtol=1e-5)
+
+
+def test_myopic_oracle_claims_valid_slates_only(first_step):
+    """Brute force over every action, empty slots (-1) included: a slate can beat the oracle by
+    leaving a weak item's slot empty, so its docstring and the card claim valid slates only; a
+    single empty item earns nothing, so there the oracle is the best action."""
+    env, params, states, actions = first_step
+    choices = itertools.product(range(-1, env.num_candidates), repeat=env.slate_size)
+    slates = jnp.array([s for s in choices if len(set(s) - {-1}) == sum(x >= 0 for x in s)])
+    best = jax.vmap(lambda s: jax.vmap(lambda sl: _expected_reward(params, s, sl))(slates))(
+        states).max(axis=1)
+    oracle = actions["myopic_oracle"].reshape(64, env.slate_size)
+    chosen = jax.vmap(lambda s, a: _expected_reward(params, s, a))(states, oracle)
+    assert np.all(best >= chosen * (1 - 1e-6))
+    if env.slate_size == 1:
+        np.testing.assert_allclose(chosen, best, rtol=1e-6)
+    else:
+        assert np.any(best > chosen * (1 + 1e-4))
+    assert "over valid slates" in " ".join(myopic_oracle.__doc__.split())
+    assert "**over valid slates**" in CARD.read_text()
 
 
 def test_popularity_beats_random_on_clicks_per_step(default_results):

@@ -6,6 +6,8 @@ same numbers as `vmap`, several times cheaper to compile); `vmap` is tested on i
 """
 
 import functools
+import re
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +19,7 @@ import ecomrl_jax
 from ecomrl_jax.envs.recommendation.shopper_rec import EnvState, ShopperRec
 from ecomrl_jax.spaces import Slate
 
+CARD = Path(__file__).resolve().parents[3] / "docs" / "envs" / "shopper_rec.md"
 # Params that make terminations and truncations both frequent in short rollouts, and give
 # every reward term a non-zero weight.
 MIXED = dict(patience_init=0.5, max_steps_in_episode=15, click_weight=1.0,
@@ -632,6 +635,17 @@ def test_clickbait_loses_to_quality_over_a_session(single, single_run):
         se = np.sqrt(bait[stat].var() / bait.shape[1] + good[stat].var() / good.shape[1])
         assert good[stat].mean() - bait[stat].mean() > 8 * se, (good[stat].mean(),
                                                                 bait[stat].mean())
+
+
+@pytest.mark.slow
+def test_card_figures_of_appeal_and_quality(capsys):
+    """The card's measurement block, run as written, prints exactly the rows of its table."""
+    card = CARD.read_text()
+    section = card[card.index("## Why a myopic click maximiser loses"):]
+    block = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    exec(compile(block, "shopper_rec card", "exec"), {})
+    rows = capsys.readouterr().out.splitlines()
+    assert len(rows) == 2 and all(row in section.splitlines() for row in rows), rows
 
 
 def test_appeal_and_quality_are_anti_correlated(single):
