@@ -144,7 +144,11 @@ def to_markdown(result: dict) -> str:
     rejected = [n for n, r in rows.items() if min(r["ks_p"], r["mann_whitney_p"]) < ALPHA]
     outside = [n for n, r in rows.items() if not r["means_in_each_others_interval"]]
     lines += ["", f"Tests rejecting at {ALPHA:g}: {', '.join(rejected) or 'none'}. "
-              f"Means outside each other's interval: {', '.join(outside) or 'none'}.", "",
+              f"Means outside each other's interval: {', '.join(outside) or 'none'} (with equal "
+              "episode counts and identical distributions each mean lies in the other's 95% "
+              "interval with probability about 0.83 per metric: |z| < 1.96 / sqrt(2)).",
+              f"Longest episode: RecSim {max(max(result['recsim'][p]['length']) for p in POLICIES):.0f}, "
+              f"port {max(max(result['port'][p]['length']) for p in POLICIES):.0f} steps.", "",
               f"Steps/s: RecSim numpy env {result['recsim']['random']['steps_per_s']:,.0f} "
               f"(one env, random policy, {result['cpu']}); the port's are measured by "
               "`python -m benchmarks.env_throughput --envs InterestEvolution-v0`."]
