@@ -131,6 +131,10 @@ def compare(recsim: dict, port: dict) -> dict:
 
 def to_markdown(result: dict) -> str:
     rows = result["comparison"]
+
+    def longest(side):
+        return max(max(result[side][p]["length"]) for p in POLICIES)
+
     lines = [f"# InterestEvolution-v0 vs RecSim 0.2.4 interest_evolution "
              f"({result['num_candidates']} candidates, slate {result['slate_size']}, "
              f"{result['episodes']} episodes per policy and side, seed {result['seed']})", "",
@@ -147,8 +151,7 @@ def to_markdown(result: dict) -> str:
               f"Means outside each other's interval: {', '.join(outside) or 'none'} (with equal "
               "episode counts and identical distributions each mean lies in the other's 95% "
               "interval with probability about 0.83 per metric: |z| < 1.96 / sqrt(2)).",
-              f"Longest episode: RecSim {max(max(result['recsim'][p]['length']) for p in POLICIES):.0f}, "
-              f"port {max(max(result['port'][p]['length']) for p in POLICIES):.0f} steps.", "",
+              f"Longest episode: RecSim {longest('recsim'):.0f}, port {longest('port'):.0f} steps.", "",
               f"Steps/s: RecSim numpy env {result['recsim']['random']['steps_per_s']:,.0f} "
               f"(one env, random policy, {result['cpu']}); the port's are measured by "
               "`python -m benchmarks.env_throughput --envs InterestEvolution-v0`."]

@@ -44,9 +44,11 @@ class EnvParams:
     step_penalty: float = 0.5  # UtilityModelUserSampler: budget spent by a step without a click
     no_click_mass: float = 1.0  # IEvUserModel / UtilityModelUserSampler
     min_normalizer: float = -1.0  # UtilityModelUserSampler: subtracted from every choice score
-    user_update_alpha: float = 0.9 / 3.4  # UtilityModelUserSampler: budget change per minute and unit of utility
-    user_quality_factor: float = 0.0  # UtilityModelUserSampler: weight of the user's own score in utility
-    document_quality_factor: float = 1.0  # UtilityModelUserSampler: weight of video quality in utility
+    # UtilityModelUserSampler: budget gained per minute watched and unit of utility, and the
+    # weights of the user's own score and of the video's quality in that utility.
+    user_update_alpha: float = 0.9 / 3.4
+    user_quality_factor: float = 0.0
+    document_quality_factor: float = 1.0
     alpha_x_intercept: float = 1.0  # IEvUserModel: interest step shrinks to 0 at |interest| = this
     alpha_y_intercept: float = 0.3  # IEvUserModel: interest step at interest 0
     max_steps_in_episode: int = 1000  # RecSim has no limit; the budget ends every session first

@@ -4,7 +4,8 @@ choice probabilities and user-state updates on fixed cases, computed by RecSim's
 Run with a Python that has recsim 0.2.4 (`pip install --no-deps recsim==0.2.4` plus numpy, gym,
 absl-py; not a dependency of ecomrl_jax), from the repository root:
 
-    PYTHONPATH=$PWD /work/scratch/recsimvenv/bin/python tests/envs/recommendation/make_recsim_reference.py
+    PYTHONPATH=$PWD /work/scratch/recsimvenv/bin/python \
+        tests/envs/recommendation/make_recsim_reference.py
 
 Cases: a user whose interests are linspace(-1, 1, 20) rounded to 6 decimals; slates of one-hot
 topic videos scored by `MultinomialProportionalChoiceModel` with the user's choice features; and
@@ -35,15 +36,16 @@ def main() -> None:
     from recsim import choice_model
 
     def user(budget):
-        model = ie.IEvUserModel(2, choice_model_ctor=choice_model.MultinomialProportionalChoiceModel,
-                                response_model_ctor=ie.IEvResponse, user_state_ctor=ie.IEvUserState,
-                                seed=0)
+        model = ie.IEvUserModel(
+            2, choice_model_ctor=choice_model.MultinomialProportionalChoiceModel,
+            response_model_ctor=ie.IEvResponse, user_state_ctor=ie.IEvUserState, seed=0)
         model._user_state.user_interests = INTERESTS.copy()
         model._user_state.time_budget = budget
         return model
 
     def video(topic, quality):
-        return ie.IEvVideo(0, np.eye(20)[topic], cluster_id=topic, video_length=4.0, quality=quality)
+        return ie.IEvVideo(0, np.eye(20)[topic], cluster_id=topic, video_length=4.0,
+                           quality=quality)
 
     model = user(200.0)
     state = model._user_state
@@ -52,17 +54,21 @@ def main() -> None:
         model.choice_model.score_documents(state, [np.eye(20)[c] for c in slate])
         weights = np.append(model.choice_model.scores, model.choice_model.score_no_click)
         choices.append({"slate_clusters": slate, "u_at_clusters": INTERESTS[slate].tolist(),
-                        "weights": weights.tolist(), "probs_[slate..., no_click]": (weights / weights.sum()).tolist()})
+                        "weights": weights.tolist(),
+                        "probs_[slate..., no_click]": (weights / weights.sum()).tolist()})
 
     sampler = ie.UtilityModelVideoSampler(seed=0)
     user_sampler = ie.UtilityModelUserSampler(seed=0)
     sampled = user_sampler.sample_user()
-    constants = {"cluster_means": sampler.cluster_means.tolist(), "doc_video_length": sampler._video_length,
+    constants = {"cluster_means": sampler.cluster_means.tolist(),
+                 "doc_video_length": sampler._video_length,
                  "time_budget_initial": sampled.time_budget,
                  **{k: sampled.choice_features[k] for k in ("no_click_mass", "min_normalizer")},
                  **{k: getattr(sampled, k) for k in ("step_penalty", "user_update_alpha",
-                                                    "user_quality_factor", "document_quality_factor")},
-                 "alpha_x_intercept": model._alpha_x_intercept, "alpha_y_intercept": model._alpha_y_intercept}
+                                                    "user_quality_factor",
+                                                    "document_quality_factor")},
+                 "alpha_x_intercept": model._alpha_x_intercept,
+                 "alpha_y_intercept": model._alpha_y_intercept}
 
     updates = []
     for topic, quality, budget, slot, seed in UPDATES:
@@ -74,7 +80,8 @@ def main() -> None:
             model.update_state(docs, responses)
             updates.append({"no_click": True, "budget_before": budget,
                             "budget_after": model._user_state.time_budget,
-                            "interests_unchanged": bool(np.array_equal(model._user_state.user_interests, INTERESTS)),
+                            "interests_unchanged": bool(np.array_equal(
+                                model._user_state.user_interests, INTERESTS)),
                             "terminal": bool(model.is_terminal()), "reward_clicked_watchtime": 0.0})
             continue
         docs = [video(5, 0.0), video(5, 0.0)]
@@ -88,16 +95,18 @@ def main() -> None:
         model.update_state(docs, responses)
         after = model._user_state.user_interests
         others = np.arange(20) != topic
-        updates.append({"cluster": topic, "quality": quality, "budget_before": budget, "clicked_slot": slot,
-                        "u_c_before": float(INTERESTS[topic]), "watch_time": responses[slot].watch_time,
-                        "reward_clicked_watchtime": ie.clicked_watchtime_reward(responses),
-                        "positive_update_prob": float(positive_prob), "np_random_seed": seed, "flip": flip,
-                        "positive_branch": bool(flip < positive_prob), "u_c_after": float(after[topic]),
-                        "other_components_unchanged": bool(np.array_equal(after[others], INTERESTS[others])),
-                        "budget_after": model._user_state.time_budget, "terminal": bool(model.is_terminal())})
+        updates.append({
+            "cluster": topic, "quality": quality, "budget_before": budget, "clicked_slot": slot,
+            "u_c_before": float(INTERESTS[topic]), "watch_time": responses[slot].watch_time,
+            "reward_clicked_watchtime": ie.clicked_watchtime_reward(responses),
+            "positive_update_prob": float(positive_prob), "np_random_seed": seed, "flip": flip,
+            "positive_branch": bool(flip < positive_prob), "u_c_after": float(after[topic]),
+            "other_components_unchanged": bool(np.array_equal(after[others], INTERESTS[others])),
+            "budget_after": model._user_state.time_budget, "terminal": bool(model.is_terminal())})
 
-    OUT.write_text(json.dumps({"user_interests_used": INTERESTS.tolist(), "constants_live": constants,
-                               "choice_probabilities": choices, "state_updates": updates}, indent=1) + "\n")
+    OUT.write_text(json.dumps({"user_interests_used": INTERESTS.tolist(),
+                               "constants_live": constants, "choice_probabilities": choices,
+                               "state_updates": updates}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

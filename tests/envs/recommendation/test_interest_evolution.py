@@ -65,8 +65,8 @@ def test_interest_and_budget_updates_match_recsim_under_jit_and_vmap(made):
     quality = jnp.asarray([c.get("quality", 0.0) for c in cases], jnp.float32)
     budget = jnp.asarray([c["budget_before"] for c in cases], jnp.float32)
     flip = jnp.asarray([c.get("flip", 0.5) for c in cases], jnp.float32)
-    interest, budget_after, watch = jax.jit(jax.vmap(user_transition, in_axes=(None, 0, 0, 0, 0, 0, None)))(
-        INTERESTS, budget, clicked, topic, quality, flip, params)
+    transition = jax.jit(jax.vmap(user_transition, in_axes=(None, 0, 0, 0, 0, 0, None)))
+    interest, budget_after, watch = transition(INTERESTS, budget, clicked, topic, quality, flip, params)
     for i, case in enumerate(cases):
         np.testing.assert_allclose(budget_after[i], case["budget_after"], rtol=1e-6, atol=1e-6)
         assert float(watch[i]) == pytest.approx(case["reward_clicked_watchtime"], rel=1e-6)
@@ -152,7 +152,7 @@ def test_rollouts_keep_interests_in_range_and_end_when_the_budget_is_spent(made)
     assert np.all((reward == 0.0) == (clicks == 0.0))
     assert np.all((reward >= 0.0) & (reward <= params.video_length))
     assert np.any(terminated) and not np.any(truncated)
-    lengths = np.diff(np.flatnonzero(terminated.reshape(-1)))
+    lengths = np.concatenate([np.diff(np.flatnonzero(row), prepend=-1) for row in terminated])
     assert lengths.min() >= 2 and lengths.max() <= params.time_budget / params.step_penalty
 
 
