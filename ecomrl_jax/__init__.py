@@ -10,7 +10,8 @@ from ecomrl_jax.envs.bandits import (  # noqa: E402
 from ecomrl_jax.envs.crm import CouponCRM  # noqa: E402
 from ecomrl_jax.envs.inventory import Inventory, SupplyChain  # noqa: E402
 from ecomrl_jax.envs.pricing import DynamicPricing  # noqa: E402
-from ecomrl_jax.envs.recommendation import OBDClicks, ShopperRec, ToyRec  # noqa: E402
+from ecomrl_jax.envs.recommendation import (  # noqa: E402
+    InterestEvolution, OBDClicks, ShopperRec, ToyRec)
 from ecomrl_jax.registry import list_envs, make, register  # noqa: E402
 
 __version__ = "0.1.0"
@@ -27,5 +28,6 @@ register("ToyRec-v0", ToyRec)
 register("CouponCRM-v0", CouponCRM)
 register("AdBidding-v0", AdBidding)
 register("OBDClicks-v0", OBDClicks)
+register("InterestEvolution-v0", InterestEvolution)
 
 __all__ = ["make", "list_envs", "register", "__version__"]

@@ -69,6 +69,18 @@ def check_action(env_name: str, action, shape: tuple[int, ...], integer: bool) -
     return action
 
 
+def shown_slots(action: jax.Array, num_candidates: int):
+    """`(slots, shown, num_invalid)` of a checked integer slot action (a scalar or a slate) of
+    a recommendation env, by their shared rule: a slot outside [0, num_candidates) or repeating
+    an earlier slot of the slate is shown empty (`shown` False, its `slots` entry 0);
+    `num_invalid` counts those slots as float32 for `info["invalid_actions"]`."""
+    slots = jnp.atleast_1d(action).astype(jnp.int32)
+    in_range = (slots >= 0) & (slots < num_candidates)
+    earlier = jnp.tril(slots[:, None] == slots[None, :], k=-1)
+    shown = in_range & ~jnp.any(earlier, axis=1)
+    return jnp.where(shown, slots, 0), shown, jnp.sum(~shown).astype(jnp.float32)
+
+
 class MultiDiscrete(_Indices):
     """`size` independent indices, each in [0, n) (e.g. one price-grid index per product)."""
 

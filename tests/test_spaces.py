@@ -1,4 +1,4 @@
-"""ecomrl_jax.spaces.Slate: an ordered slate of distinct candidate indices."""
+"""ecomrl_jax.spaces: Slate (an ordered slate of distinct candidate indices) and shown_slots."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from gymnax.environments import spaces
 
-from ecomrl_jax.spaces import Slate
+from ecomrl_jax.spaces import Slate, shown_slots
 
 
 def test_attributes():
@@ -83,3 +83,12 @@ def test_numpy_integer_sizes_are_accepted():
 @pytest.mark.parametrize("x", [jnp.array([[0, 1, 2]], jnp.int32), jnp.array([0.5, 1.5, 2.5])])
 def test_contains_rejects_wrong_shape_and_dtype(x):
     assert not bool(Slate(5, 3).contains(x))
+
+
+def test_shown_slots_empties_out_of_range_and_repeated_slots():
+    slots, shown, num_invalid = shown_slots(jnp.asarray([2, -1, 2, 4, 0, 5]), 5)
+    np.testing.assert_array_equal(shown, [True, False, False, True, True, False])
+    np.testing.assert_array_equal(slots, [2, 0, 0, 4, 0, 0])
+    assert num_invalid.dtype == jnp.float32 and float(num_invalid) == 3.0
+    slots, shown, num_invalid = shown_slots(jnp.int32(3), 5)  # a Discrete action
+    assert slots.shape == (1,) and bool(shown[0]) and float(num_invalid) == 0.0

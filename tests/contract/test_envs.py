@@ -32,6 +32,7 @@ BAD_FLOATS = (math.nan, math.inf, -1.0, 0.0, 1e9)
 ACTION_VARIANTS = [
     ("DynamicPricing-v0", {"continuous": True}), ("Inventory-v0", {"continuous": True}),
     ("AdBidding-v0", {"continuous": True}), ("ShopperRec-v0", {"slate_size": 3}),
+    ("InterestEvolution-v0", {"slate_size": 1}),
 ]
 
 

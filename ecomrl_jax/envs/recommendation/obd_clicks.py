@@ -23,7 +23,7 @@ from gymnax.environments import environment, spaces
 
 from ecomrl_jax.envs._base import CompareByArgs, check_shapes
 from ecomrl_jax.rules import FINITE, NON_NEGATIVE, POSITIVE_INT, check, check_value
-from ecomrl_jax.spaces import Slate, check_action
+from ecomrl_jax.spaces import Slate, check_action, shown_slots
 
 
 @struct.dataclass
@@ -135,16 +135,14 @@ class OBDClicks(CompareByArgs, environment.Environment[EnvState, EnvParams]):
         action = check_action(f"{self.name} with slate_size={self.slate_size}", action,
                               (self.slate_size,), integer=True)
         k_click, k_user = jax.random.split(key)
-        in_range = (action >= 0) & (action < self.num_items)
-        repeated = jnp.any(jnp.tril(action[:, None] == action[None, :], k=-1), axis=1)
-        shown = in_range & ~repeated
+        slots, shown, num_invalid = shown_slots(action, self.num_items)
         probs = self.click_probs(params.user_context[state.user], params)
-        p = probs[jnp.where(shown, action, 0), jnp.arange(self.slate_size)] * shown
+        p = probs[slots, jnp.arange(self.slate_size)] * shown
         clicks = jax.random.bernoulli(k_click, p).astype(jnp.float32)
         state = EnvState(time=state.time + 1, user=jax.random.randint(k_user, (), 0, self.num_users))
         reward = jnp.sum(clicks)
         info = {"clicks": reward, "click_rate": reward / self.slate_size,
-                "invalid_actions": jnp.sum(~shown).astype(jnp.float32)}
+                "invalid_actions": num_invalid}
         return self.get_obs(state, params), state, reward, jnp.bool_(False), info
 
     def get_obs(self, state: EnvState, params: EnvParams, key=None) -> jax.Array:

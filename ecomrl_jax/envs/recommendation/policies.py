@@ -1,5 +1,5 @@
-"""Rule-based policies for ShopperRec-v0: random, popularity and a myopic oracle (exact over
-valid slates).
+"""Rule-based policies: random (any env), popularity and a myopic oracle (exact over valid
+slates) for ShopperRec-v0, a quality oracle for InterestEvolution-v0.
 
 Each factory returns `policy_fn(key, obs, env_state, env_params) -> action` for one
 unbatched env, as `ecomrl_jax.evaluation.evaluate` expects. An action is a candidate slot
@@ -9,6 +9,7 @@ unbatched env, as `ecomrl_jax.evaluation.evaluate` expects. An action is a candi
 import jax
 import jax.numpy as jnp
 
+from ecomrl_jax.envs.recommendation.interest_evolution import InterestEvolution
 from ecomrl_jax.envs.recommendation.shopper_rec import ShopperRec
 
 
@@ -89,13 +90,26 @@ def myopic_oracle(env, env_params):
     return policy_fn
 
 
+def quality_oracle(env, env_params):
+    """Show the `slate_size` candidates of highest hidden quality, best first
+    (InterestEvolution-v0): quality lengthens the session, whatever the user's interests."""
+    if not isinstance(env, InterestEvolution):
+        raise ValueError(f"quality_oracle supports only an unwrapped InterestEvolution-v0 env "
+                         f"(it reads the hidden video quality), got {type(env).__name__}")
+
+    def policy_fn(key, obs, env_state, params):
+        return _as_action(env, jax.lax.top_k(env_state.candidate_quality, env.slate_size)[1])
+
+    return policy_fn
+
+
 def _require_shopper_rec(env, name: str) -> None:
     if not isinstance(env, ShopperRec):
         raise ValueError(f"{name} supports only an unwrapped ShopperRec-v0 env "
                          f"(it reads its catalogue and state), got {type(env).__name__}")
 
 
-def _as_action(env: ShopperRec, slots: jax.Array) -> jax.Array:
+def _as_action(env, slots: jax.Array) -> jax.Array:
     """Slots as the env's action: a scalar for `slate_size=1`, else the ordered slate."""
     slots = slots.astype(jnp.int32)
     return slots[0] if env.slate_size == 1 else slots

@@ -20,7 +20,7 @@ from gymnax.environments import environment, spaces
 from ecomrl_jax.envs._base import CompareByArgs, HorizonEndsEpisode, check_shapes
 from ecomrl_jax.rules import (FINITE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT,
                               UNIT_INTERVAL, check, check_value)
-from ecomrl_jax.spaces import Slate, check_action
+from ecomrl_jax.spaces import Slate, check_action, shown_slots
 
 
 @struct.dataclass
@@ -268,20 +268,12 @@ class ShopperRec(HorizonEndsEpisode, CompareByArgs, environment.Environment[EnvS
         return jax.random.randint(key, (self.num_candidates,), 0, self.num_items)
 
     def _shown_slots(self, action: jax.Array):
-        """Candidate slots to show, a validity mask and the number of invalid slots.
-
-        Rule (documented on the env card): a slot whose index is outside
-        [0, num_candidates) or repeats an earlier slot is shown empty and counted.
-        """
+        """Candidate slots to show, a validity mask and the number of invalid slots, by
+        `ecomrl_jax.spaces.shown_slots` (the rule on the env card)."""
         expected = () if self.slate_size == 1 else (self.slate_size,)
         action = check_action(f"{self.name} with slate_size={self.slate_size}", action, expected,
                               integer=True)
-        slots = jnp.atleast_1d(action).astype(jnp.int32)
-        in_range = (slots >= 0) & (slots < self.num_candidates)
-        earlier = jnp.tril(slots[:, None] == slots[None, :], k=-1)
-        valid = in_range & ~jnp.any(earlier, axis=1)
-        slots = jnp.where(valid, slots, 0)
-        return slots, valid, jnp.sum(~valid).astype(jnp.float32)
+        return shown_slots(action, self.num_candidates)
 
 
 def _unit(x: jax.Array) -> jax.Array:
