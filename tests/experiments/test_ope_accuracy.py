@@ -19,7 +19,7 @@ def test_writes_tables_and_one_figure_per_env(tmp_path):
         assert all(len(v) == 2 and np.all(np.isfinite(v)) for v in values.values())
     assert [name for name, _, _ in out["obd"]] == ["random", "bts"]
     table = (tmp_path / "ope_accuracy.md").read_text()
-    assert "Offline policy learning" in table and "OBDClicks-v0" in table
+    assert "Offline policy learning" in table and "OBDClicks-v0" in table and "Goal (an offline-learned" in table
     for label in ope_accuracy.ENVS:
         assert (tmp_path / f"ope_accuracy_{label.replace(' ', '_')}.png").stat().st_size > 0
 
