@@ -179,7 +179,7 @@ def cmd_sweep(args) -> None:
     base = {**parse_overrides(args.set, config_cls), "total_timesteps": args.total_steps}
     env, params = ecomrl_jax.make(args.env)
     rows = sweep.run_sweep(module, config_cls, env, params, base, grid, args.seeds, args.seed,
-                           args.chunk_size, quiet=args.quiet)
+                           args.chunk_size, quiet=args.quiet, devices=args.devices)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = list(grid)
@@ -307,6 +307,8 @@ def make_parser() -> argparse.ArgumentParser:
     sweep_parser.add_argument("--total-steps", type=int, default=500_000, help="env steps per run")
     sweep_parser.add_argument("--chunk-size", type=int, default=None,
                               help="runs per compiled batch (default: all at once); lower it to save memory")
+    sweep_parser.add_argument("--devices", type=int, default=None,
+                              help="devices to split the runs over (default: all)")
     sweep_parser.add_argument("--out", default="results/sweep")
     sweep_parser.add_argument("--quiet", action="store_true", help="no progress line")
     sweep_parser.set_defaults(func=cmd_sweep)
