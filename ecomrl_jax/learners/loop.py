@@ -57,21 +57,14 @@ RUNS = "runs"  # the mesh axis vmapped runs (seeds, sweep points) are split over
 
 
 def make_mesh(num_devices: int | None = None, axis: str = ENVS) -> Mesh:
-    """A 1-D mesh named `axis` over the first `num_devices` devices (default: all; on several
-    hosts, `jax.devices()` is every host's). Its axis is `Auto`: XLA partitions the program."""
+    """A 1-D mesh named `axis` over the first `num_devices` devices (default: all). Its axis is
+    `Auto`: XLA partitions the program (GSPMD)."""
     devices = jax.devices()
     num_devices = len(devices) if num_devices is None else num_devices
     if not 1 <= num_devices <= len(devices):
         raise ValueError(f"the number of devices must be in [1, {len(devices)}] (the devices jax "
                          f"sees: {devices[0].platform} x {len(devices)}), got {num_devices}")
     return Mesh(np.array(devices[:num_devices]), (axis,))
-
-
-def check_divisible(size: int, what: str, num_devices: int) -> None:
-    """ValueError unless `size` (named `what`) splits evenly over `num_devices` devices."""
-    if size % num_devices:
-        raise ValueError(f"{what} ({size}) must be divisible by the number of devices it is split "
-                         f"over ({num_devices})")
 
 
 def shard_envs(tree, num_envs: int):
@@ -81,20 +74,21 @@ def shard_envs(tree, num_envs: int):
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or ENVS not in mesh.axis_names:
         return tree
-    check_divisible(num_envs, "num_envs", mesh.shape[ENVS])
+    if num_envs % mesh.shape[ENVS]:
+        raise ValueError(f"num_envs ({num_envs}) must be divisible by the number of devices it is "
+                         f"split over ({mesh.shape[ENVS]})")
     return jax.lax.with_sharding_constraint(tree, PartitionSpec(ENVS))
 
 
-def compile_updates(learner: Learner, state: Any, num_updates: int, mesh: Mesh,
-                    vmapped: bool = True):
-    """`run_updates(learner, state, num_updates)` (vmapped over the leading axis of `state`
-    where `vmapped`) traced under `mesh` and compiled for `state`'s shardings; the state it
-    returns keeps them, so its output feeds the next call."""
+def compile_updates(learner: Learner, state: Any, num_updates: int, mesh: Mesh):
+    """`run_updates(learner, ., num_updates)` vmapped over the leading (seed) axis of `state`,
+    traced under `mesh` and compiled for `state`'s shardings; the state it returns keeps them,
+    so its output feeds the next call."""
     shardings = jax.tree.map(lambda x: x.sharding, state)
 
     def run(state):
-        run = functools.partial(run_updates, learner, num_updates=num_updates)
-        state, metrics = (jax.vmap(run) if vmapped else run)(state)
+        state, metrics = jax.vmap(functools.partial(run_updates, learner,
+                                                    num_updates=num_updates))(state)
         return jax.lax.with_sharding_constraint(state, shardings), metrics
 
     with jax.set_mesh(mesh):
