@@ -3,7 +3,9 @@
 A checkpoint directory holds one sub-directory per step (`<directory>/<step>/state`, `.../config`);
 orbax writes each step to a temporary directory and renames it when complete, so a run killed
 mid-save leaves the previous steps usable. Typed PRNG keys (`jax.random.key`) are stored as their
-raw key data and rewrapped on restore with the implementation of the target's key.
+raw key data and rewrapped on restore with the implementation of the target's key. A state
+sharded over devices is stored as global arrays and restored onto the target's shardings, so a
+run saved on N devices resumes on any other number.
 """
 
 import json

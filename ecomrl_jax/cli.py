@@ -4,7 +4,6 @@ import argparse
 import dataclasses
 import json
 import sys
-from functools import partial
 from pathlib import Path
 
 import jax
@@ -13,7 +12,7 @@ import numpy as np
 import ecomrl_jax
 from ecomrl_jax import benchmark, checkpoint, evaluation, sweep
 from ecomrl_jax.learners import LEARNERS
-from ecomrl_jax.learners.loop import run_updates
+from ecomrl_jax.learners.loop import compile_updates, make_mesh
 from ecomrl_jax.logging import MetricsWriter, ProgressBar, chunk_sizes, plot_learning_curve
 from ecomrl_jax.offline import estimators, load_npz, load_obd, policies, read_obd_csv, reward_models
 
@@ -87,20 +86,21 @@ def cmd_train(args) -> None:
                "checkpoints": args.checkpoints,
                "config": dataclasses.asdict(config_cls(**config))}
     env, params, module, config, learner = build(run)
+    mesh = make_mesh(args.devices)
+    keys = jax.random.split(jax.random.key(run["seed"]), run["seeds"])
+    with jax.set_mesh(mesh):  # each seed's envs split over the devices (learners.loop)
+        state = jax.jit(jax.vmap(learner.init))(keys)
     if not args.resume:
         out.mkdir(parents=True, exist_ok=True)
         (out / RUN_FILE).write_text(json.dumps(run, indent=2))
 
-    keys = jax.random.split(jax.random.key(run["seed"]), run["seeds"])
-    state = jax.jit(jax.vmap(learner.init))(keys)
     done_updates = 0
     if args.resume and checkpoint.latest_step(out / "checkpoints") is not None:
         state, _, done_updates = checkpoint.restore(out / "checkpoints", state)
         print(f"resuming {out} after {done_updates} of {learner.num_updates} updates")
     every = -(-learner.num_updates // run["checkpoints"])  # updates between checkpoints
     sizes = list(chunk_sizes(learner.num_updates, done_updates))
-    compiled = {n: jax.jit(jax.vmap(partial(run_updates, learner, num_updates=n))).lower(state).compile()
-                for n in set(sizes)}  # at most two chunk sizes
+    compiled = {n: compile_updates(learner, state, n, mesh) for n in set(sizes)}  # at most two sizes
     writer = MetricsWriter(out)
     progress = ProgressBar(learner.num_updates, learner.steps_per_update, run["seeds"],
                            initial=done_updates, quiet=args.quiet)
@@ -179,7 +179,7 @@ def cmd_sweep(args) -> None:
     base = {**parse_overrides(args.set, config_cls), "total_timesteps": args.total_steps}
     env, params = ecomrl_jax.make(args.env)
     rows = sweep.run_sweep(module, config_cls, env, params, base, grid, args.seeds, args.seed,
-                           args.chunk_size, quiet=args.quiet)
+                           args.chunk_size, quiet=args.quiet, devices=args.devices)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = list(grid)
@@ -284,6 +284,9 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--episodes", type=int, default=1000, help="evaluation episodes per seed")
     train.add_argument("--out", default="runs/latest")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument("--devices", type=int, default=None,
+                       help="devices to split each seed's envs over (default: all; num_envs must "
+                       "divide by it); a run may resume on another number")
     train.add_argument("--quiet", action="store_true", help="no progress line")
     train.set_defaults(func=cmd_train)
 
@@ -304,6 +307,8 @@ def make_parser() -> argparse.ArgumentParser:
     sweep_parser.add_argument("--total-steps", type=int, default=500_000, help="env steps per run")
     sweep_parser.add_argument("--chunk-size", type=int, default=None,
                               help="runs per compiled batch (default: all at once); lower it to save memory")
+    sweep_parser.add_argument("--devices", type=int, default=None,
+                              help="devices to split the runs over (default: all)")
     sweep_parser.add_argument("--out", default="results/sweep")
     sweep_parser.add_argument("--quiet", action="store_true", help="no progress line")
     sweep_parser.set_defaults(func=cmd_sweep)

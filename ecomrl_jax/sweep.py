@@ -2,12 +2,16 @@
 
 Every grid point x seed is one element of a batch of configs, so the whole sweep compiles once
 (per chunk size) and runs vmapped over configs. Large grids run in chunks of `chunk_size`
-runs to bound memory; each trains in chunks of updates, with a progress line between them. A
+runs to bound memory; each trains in chunks of updates, with a progress line between them. The
+runs of a chunk are split over the devices (`devices`, default all; a chunk is padded with copies
+of its last run to a multiple of them, and the copies dropped): they are independent, so each
+device trains its share with no communication. A
 point's score is the mean `episode_return` over the last tenth of its updates, summarised over
 seeds with a 95% t-interval.
 """
 
 import dataclasses
+import functools
 import itertools
 import math
 from pathlib import Path
@@ -15,10 +19,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 from matplotlib.figure import Figure
 
 from ecomrl_jax.evaluation import confidence_interval
-from ecomrl_jax.learners.loop import run_updates
+from ecomrl_jax.learners.loop import RUNS, make_mesh, run_updates
 from ecomrl_jax.logging import ProgressBar, chunk_sizes
 
 
@@ -42,9 +47,10 @@ def expand_grid(grid: dict[str, list[float]], config_cls) -> list[dict]:
 
 def run_sweep(module, config_cls, env, env_params, base: dict, grid: dict[str, list[float]],
               num_seeds: int, seed: int = 0, chunk_size: int | None = None,
-              quiet: bool = False) -> list[dict]:
-    """Train every grid point with `num_seeds` seeds; returns one row per point:
-    the point's values, `score` = (mean, low, high) over seeds, and the per-seed `scores`."""
+              quiet: bool = False, devices: int | None = None) -> list[dict]:
+    """Train every grid point with `num_seeds` seeds, the runs split over `devices` devices
+    (default all); returns one row per point: the point's values, `score` = (mean, low, high)
+    over seeds, and the per-seed `scores`."""
     points = expand_grid(grid, config_cls)
     configs = [config_cls(**{**base, **point}) for point in points]
     for config in configs:
@@ -53,24 +59,38 @@ def run_sweep(module, config_cls, env, env_params, base: dict, grid: dict[str, l
             for s in range(num_seeds)]
     chunk_size = chunk_size or len(runs)
     first = module.make_learner(configs[0], env, env_params)  # its sizes are every point's (static)
+    split = NamedSharding(make_mesh(devices, RUNS), PartitionSpec(RUNS))  # leading (run) axis
 
     def learner(config):
         return module.make_learner(config, env, env_params)
 
-    init = jax.jit(jax.vmap(lambda config, key: learner(config).init(key)))
-    update = jax.jit(jax.vmap(lambda config, state, n: run_updates(learner(config), state, n),
-                              in_axes=(0, 0, None)), static_argnums=2)
+    def on_devices(state):
+        return jax.lax.with_sharding_constraint(state, split)
+
+    init = jax.jit(lambda configs, keys: on_devices(
+        jax.vmap(lambda config, key: learner(config).init(key))(configs, keys)))
+
+    @functools.partial(jax.jit, static_argnums=2)
+    def update(configs, state, n):
+        state, metrics = jax.vmap(lambda config, state: run_updates(learner(config), state, n))(
+            configs, state)
+        return on_devices(state), metrics
+
     scores = []
     for start in range(0, len(runs), chunk_size):
         chunk = runs[start:start + chunk_size]
+        padding = -len(chunk) % split.mesh.size
         batch = jax.tree.map(lambda *x: jnp.stack([jnp.asarray(v) for v in x]),
-                             *[c for c, _ in chunk])
-        state, returns, done = init(batch, jnp.stack([k for _, k in chunk])), [], 0
+                             *[c for c, _ in chunk + chunk[-1:] * padding])
+        batch = jax.device_put(batch, split)
+        keys = jax.device_put(jnp.stack([k for _, k in chunk + chunk[-1:] * padding]), split)
+        state, returns, done = init(batch, keys), [], 0
         progress = ProgressBar(first.num_updates, first.steps_per_update, len(chunk), quiet=quiet,
                                label=f"runs {start + 1}-{start + len(chunk)} of {len(runs)}")
         for n in chunk_sizes(first.num_updates):
             state, metrics = update(batch, state, n)
-            returns.append(np.asarray(metrics["episode_return"]))
+            metrics = jax.tree.map(lambda x: np.asarray(x)[:len(chunk)], metrics)  # no copies
+            returns.append(metrics["episode_return"])
             done += n
             progress.update(done, metrics)
         returns = np.concatenate(returns, axis=1)

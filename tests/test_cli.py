@@ -130,6 +130,8 @@ def test_list_names_envs_and_algorithms(capsys):
     (["train", "--seeds", "0"], "must be positive"),
     (["train", "--total-steps", "ten"], "argument --total-steps: invalid int value"),
     (["train", "--total-steps", "10"], "less than one update"),
+    (["train", "--devices", "2"], "the number of devices must be in [1, 1]"),
+    (["sweep", "--grid", "lr=1e-3", "--devices", "0"], "the number of devices must be in [1, 1]"),
     (["evaluate"], "the following arguments are required: --checkpoint"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["bench", "--envs", "Nope-v0"], "unknown env ids ['Nope-v0']"),

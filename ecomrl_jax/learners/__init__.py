@@ -2,7 +2,8 @@
 
 `LEARNERS` maps a learner's name (the CLI's `--algo`) to its config class and module; every
 module follows `LearnerModule`, so the CLI, sweeps and tests handle a newly registered learner
-with no learner-specific code.
+with no learner-specific code. Traced under `jax.set_mesh(loop.make_mesh(n))`, any learner splits
+its env batch over n devices (`loop.shard_envs`: the one place that does it).
 """
 
 from typing import Any, NamedTuple, Protocol

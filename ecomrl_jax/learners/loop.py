@@ -10,13 +10,23 @@ contract, and the CLI runs it in chunks (`run_updates`) so long runs checkpoint 
 `EnvStep` (with `terminated`, `truncated` and the pre-reset final observation, for the
 truncation rule of `targets`) to `observe`; `finish` turns an update's finished episodes
 into metrics (mean totals, carried over when none finished).
+
+Data parallelism (`make_mesh`, `shard_envs`, `compile_updates`): traced under `jax.set_mesh(mesh)`
+of a mesh with an `ENVS` axis, the env loop splits its env batch over that axis (a sharding
+constraint on every env-batched array, `num_envs` divisible by its size). The learner's code is
+unchanged: XLA partitions the one global program (GSPMD), so losses and gradients that average
+over the batch become per-device partial sums plus an all-reduce, and the run computes the same
+maths as on one device; only the summation order of those reductions differs.
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, PartitionSpec
 
 from ecomrl_jax.wrappers import EpisodeStatistics
 
@@ -40,6 +50,49 @@ def train_fn(learner: Learner) -> Callable[[jax.Array], tuple[Any, dict]]:
         return run_updates(learner, learner.init(key), learner.num_updates)
 
     return train
+
+
+ENVS = "envs"  # the mesh axis a learner's env batch is split over
+RUNS = "runs"  # the mesh axis vmapped runs (seeds, sweep points) are split over instead
+
+
+def make_mesh(num_devices: int | None = None, axis: str = ENVS) -> Mesh:
+    """A 1-D mesh named `axis` over the first `num_devices` devices (default: all). Its axis is
+    `Auto`: XLA partitions the program (GSPMD)."""
+    devices = jax.devices()
+    num_devices = len(devices) if num_devices is None else num_devices
+    if not 1 <= num_devices <= len(devices):
+        raise ValueError(f"the number of devices must be in [1, {len(devices)}] (the devices jax "
+                         f"sees: {devices[0].platform} x {len(devices)}), got {num_devices}")
+    return Mesh(np.array(devices[:num_devices]), (axis,))
+
+
+def shard_envs(tree, num_envs: int):
+    """`tree` (leading axis `num_envs`) constrained to be split over the `ENVS` axis of the mesh
+    it is traced under (`jax.set_mesh`); unchanged without one. Under `vmap` over seeds the
+    seed axis stays whole on each device."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or ENVS not in mesh.axis_names:
+        return tree
+    if num_envs % mesh.shape[ENVS]:
+        raise ValueError(f"num_envs ({num_envs}) must be divisible by the number of devices it is "
+                         f"split over ({mesh.shape[ENVS]})")
+    return jax.lax.with_sharding_constraint(tree, PartitionSpec(ENVS))
+
+
+def compile_updates(learner: Learner, state: Any, num_updates: int, mesh: Mesh):
+    """`run_updates(learner, ., num_updates)` vmapped over the leading (seed) axis of `state`,
+    traced under `mesh` and compiled for `state`'s shardings; the state it returns keeps them,
+    so its output feeds the next call."""
+    shardings = jax.tree.map(lambda x: x.sharding, state)
+
+    def run(state):
+        state, metrics = jax.vmap(functools.partial(run_updates, learner,
+                                                    num_updates=num_updates))(state)
+        return jax.lax.with_sharding_constraint(state, shardings), metrics
+
+    with jax.set_mesh(mesh):
+        return jax.jit(run).lower(state).compile()
 
 
 class LoopState(NamedTuple):
@@ -95,7 +148,8 @@ def make_env_loop(env, env_params, num_envs: int) -> EnvLoop:
 
     def init(key) -> LoopState:
         key, k_env = jax.random.split(key)
-        obs, env_state = reset(jax.random.split(k_env, num_envs), env_params)
+        obs, env_state = shard_envs(
+            reset(shard_envs(jax.random.split(k_env, num_envs), num_envs), env_params), num_envs)
         episode_metrics = {metric_name(k): jnp.zeros((), jnp.float32) for k in env_state.last}
         return LoopState(env_state, obs, key, jnp.int32(0), episode_metrics)
 
@@ -105,7 +159,9 @@ def make_env_loop(env, env_params, num_envs: int) -> EnvLoop:
             key, k_act, k_env = jax.random.split(key, 3)
             action, agent, record = act(agent, k_act, obs, x)
             next_obs, env_state, reward, terminated, truncated, info = step(
-                jax.random.split(k_env, num_envs), env_state, action, env_params)
+                shard_envs(jax.random.split(k_env, num_envs), num_envs), env_state, action,
+                env_params)
+            next_obs, env_state = shard_envs((next_obs, env_state), num_envs)
             agent, out = observe(agent, record, EnvStep(obs, reward, terminated, truncated,
                                                         next_obs, info["final_observation"]), x)
             return (agent, env_state, next_obs, key), (out, info["episode"], info["episode_done"])
