@@ -1,6 +1,7 @@
 """Wrappers: episode statistics, observation flattening and normalisation, reward scaling,
-legacy 5-tuple step. A wrapper compares by its inner env and arguments, like the envs, so it
-can be a static argument of a jitted function without recompiling per object."""
+legacy 5-tuple step, drift of params over time (`Drift`). A wrapper compares by its inner env
+and arguments, like the envs, so it can be a static argument of a jitted function without
+recompiling per object."""
 
 from functools import partial
 from typing import Any
@@ -13,6 +14,7 @@ from gymnax.environments import spaces
 from gymnax.wrappers.purerl import GymnaxWrapper
 
 from ecomrl_jax.envs._base import CompareByArgs
+from ecomrl_jax.rules import NON_NEGATIVE, POSITIVE, check
 
 # info entries that are bookkeeping (gymnax's and EpisodeStatistics'), not business metrics
 NON_METRIC_INFO_KEYS = ("terminated", "truncated", "final_observation", "discount", "episode_done")
@@ -235,3 +237,139 @@ class LegacyStepWrapper(CompareByArgs, GymnaxWrapper):
         obs, state, reward, terminated, truncated, info = self._env.step(key, state, action, params)
         info = {**info, "terminated": terminated, "truncated": truncated}
         return obs, state, reward, jnp.logical_or(terminated, truncated), info
+
+
+DRIFT_KINDS = ("step", "linear", "periodic")
+
+
+@struct.dataclass
+class DriftSchedule:
+    """Weight w(t) in [0, 1] of the target params at clock t (env steps since the wrapper's
+    reset): "step" jumps from 0 to 1 at t = start; "linear" ramps from 0 at t = start to 1 at
+    t = start + length; "periodic" is (1 - cos(2 pi (t - start) / length)) / 2, so base at
+    t = start and target half a period later. `start` and `length` are leaves (vmappable)."""
+
+    start: float = 0.0
+    length: float = 1.0
+    kind: str = struct.field(pytree_node=False, default="step")
+
+    def validate(self) -> None:
+        if self.kind not in DRIFT_KINDS:
+            raise ValueError(f"DriftSchedule.kind must be one of {DRIFT_KINDS}, got {self.kind!r}")
+        check(self, {"start": NON_NEGATIVE, "length": POSITIVE})
+
+    def weight(self, t: jax.Array) -> jax.Array:
+        t = jnp.asarray(t, jnp.float32)
+        if self.kind == "step":
+            return (t >= self.start).astype(jnp.float32)
+        if self.kind == "linear":
+            return jnp.clip((t - self.start) / self.length, 0.0, 1.0)
+        return 0.5 * (1.0 - jnp.cos(2.0 * jnp.pi * (t - self.start) / self.length))
+
+
+@struct.dataclass
+class DriftParams:
+    """The inner env's params before (`base`) and after (`target`) the drift, and its schedule."""
+
+    base: Any
+    target: Any
+    schedule: DriftSchedule = DriftSchedule()
+
+    @property
+    def max_steps_in_episode(self):
+        return self.base.max_steps_in_episode
+
+
+@struct.dataclass
+class DriftState:
+    env_state: Any
+    clock: jax.Array  # () int32 steps since reset; survives the inner env's auto-resets
+
+
+class Drift(CompareByArgs, GymnaxWrapper):
+    """Non-stationary env: its params move from `params.base` to `params.target` by the weight
+    `params.schedule.weight(clock)`, computed inside every step from a clock in the wrapper state
+    that episodes do not reset (a deployment's time), so jit and vmap (over schedules, targets or
+    envs) need no recompile per value. Float leaves are (1 - w) base + w target (exact at w = 0
+    and 1; equal leaves, inf included, stay put); other leaves (ints, bools) switch to the
+    target's where w >= 1/2. Step i (0-based) runs on `params_at(i, params)`."""
+
+    @property
+    def default_params(self) -> DriftParams:
+        base = self._env.default_params
+        return DriftParams(base=base, target=base)
+
+    def validate_params(self, params: DriftParams) -> None:
+        """Both ends must be valid params of the same structure and shapes; valid float params
+        stay valid in between since every param rule is an interval."""
+        params.schedule.validate()
+        def spec(tree):
+            return jax.tree.structure(tree), [np.shape(x) for x in jax.tree.leaves(tree)]
+
+        if spec(params.base) != spec(params.target):
+            raise ValueError("Drift params: base and target must have the same fields and shapes")
+        for name in ("base", "target"):
+            try:
+                self._env.validate_params(getattr(params, name))
+            except ValueError as error:
+                raise ValueError(f"Drift params.{name}: {error}") from error
+
+    @staticmethod
+    def params_at(clock: jax.Array, params: DriftParams):
+        """The inner env's params at `clock` (see the class docstring)."""
+        w = params.schedule.weight(clock)
+
+        def blend(base, target):
+            base, target = jnp.asarray(base), jnp.asarray(target)
+            if jnp.issubdtype(base.dtype, jnp.floating):
+                mixed = ((1.0 - w) * base + w * target).astype(base.dtype)
+                return jnp.where(base == target, base, mixed)
+            return jnp.where(w >= 0.5, target, base)
+
+        return jax.tree.map(blend, params.base, params.target)
+
+    def reset_env(self, key, params: DriftParams):
+        obs, env_state = self._env.reset_env(key, self.params_at(0, params))
+        return obs, DriftState(env_state, jnp.int32(0))
+
+    def step_env(self, key, state: DriftState, action, params: DriftParams):
+        obs, env_state, reward, terminated, info = self._env.step_env(
+            key, state.env_state, action, self.params_at(state.clock, params))
+        return obs, DriftState(env_state, state.clock + 1), reward, terminated, info
+
+    @partial(jax.jit, static_argnames=("self",))
+    def reset(self, key, params=None):
+        return self.reset_env(key, self.default_params if params is None else params)
+
+    @partial(jax.jit, static_argnames=("self",))
+    def step(self, key, state: DriftState, action, params=None):
+        params = self.default_params if params is None else params
+        obs, env_state, reward, terminated, truncated, info = self._env.step(
+            key, state.env_state, action, self.params_at(state.clock, params))
+        return obs, DriftState(env_state, state.clock + 1), reward, terminated, truncated, info
+
+    def action_space(self, params=None):
+        return self._env.action_space(None if params is None else params.base)
+
+    def observation_space(self, params=None):
+        return self._env.observation_space(None if params is None else params.base)
+
+    def reward_range(self, params: DriftParams):
+        """Bounds over both ends (bandit envs): the reward range of any blend lies within."""
+        ends = [self._env.reward_range(p) for p in (params.base, params.target)]
+        if any(end is None for end in ends):
+            return None
+        return jnp.minimum(ends[0][0], ends[1][0]), jnp.maximum(ends[0][1], ends[1][1])
+
+
+def drift_preset(env, name: str, schedule: DriftSchedule, params=None, **kwargs) -> DriftParams:
+    """`DriftParams` from `params` (default: the env's) to the env's named preset target
+    (`env.drift_presets[name](env, params, **kwargs)`), e.g. DynamicPricing-v0's
+    "competitor_entry" at a step change: `drift_preset(env, "competitor_entry",
+    DriftSchedule(start=500.0))`."""
+    presets = getattr(env, "drift_presets", {})
+    if name not in presets:
+        raise ValueError(f"{getattr(env, 'name', type(env).__name__)} has no drift preset "
+                         f"{name!r}; valid: {sorted(presets)}")
+    params = env.default_params if params is None else params
+    return DriftParams(base=params, target=presets[name](env, params, **kwargs), schedule=schedule)

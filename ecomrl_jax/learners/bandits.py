@@ -11,7 +11,9 @@ Interface (all jittable): `init(env, env_params) -> state`,
 `select(state, key, contexts) -> arm`, `update(state, key, arm, contexts, reward) -> state`,
 where `contexts` is the round's `(num_arms, context_dim)` array (`env.arm_contexts(obs)`).
 Index algorithms (epsilon-greedy, UCB1, softmax) play every arm once before using their
-index; ties are broken uniformly at random.
+index; ties are broken uniformly at random. For rewards that drift (e.g. under
+`wrappers.Drift`, whose bandit `info["regret"]` is against the current period's best arm):
+sliding-window UCB, discounted UCB and discounted Thompson sampling forget old rounds.
 """
 
 import math
@@ -23,7 +25,7 @@ import numpy as np
 from flax import struct
 
 from ecomrl_jax.rules import (FINITE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, check, check_value,
-                              int_at_least)
+                              in_range, int_at_least)
 
 
 @runtime_checkable
@@ -81,8 +83,8 @@ class ScaledStats:
 
 @struct.dataclass
 class BetaState:
-    alpha: jax.Array  # (num_arms,) prior_alpha + successes
-    beta: jax.Array  # (num_arms,) prior_beta + failures
+    alpha: jax.Array  # (num_arms,) prior_alpha + successes (DiscountedThompson: discounted
+    beta: jax.Array  # (num_arms,) prior_beta + failures     successes and failures, no prior)
     low: jax.Array  # () reward range, to map rewards onto [0, 1]
     high: jax.Array
 
@@ -351,6 +353,146 @@ class LinearThompson(_DisjointLinear):
         mean, var = state.estimates(contexts)
         z = jax.random.normal(key, mean.shape)
         return jnp.argmax(mean + self.v * jnp.sqrt(var) * z).astype(jnp.int32)
+
+
+@struct.dataclass
+class WindowState:
+    """The last `window` pulls (a ring buffer; arm -1 marks an empty slot) and the reward scale."""
+
+    arms: jax.Array  # (window,) int32
+    rewards: jax.Array  # (window,)
+    t: jax.Array  # () int32 rounds played
+    scale: jax.Array  # () high - low of the env's rewards
+
+    def stats(self, num_arms: int) -> tuple[jax.Array, jax.Array]:
+        """(num_arms,) pull counts and reward sums within the window."""
+        one_hot = (self.arms[:, None] == jnp.arange(num_arms)).astype(jnp.float32)
+        return jnp.sum(one_hot, axis=0), self.rewards @ one_hot
+
+
+@struct.dataclass
+class DiscountedStats:
+    """Discounted pull counts and reward sums: each round every arm's are multiplied by gamma,
+    then the pulled arm's get 1 and the reward (Kocsis & Szepesvari 2006)."""
+
+    counts: jax.Array  # (num_arms,)
+    sums: jax.Array  # (num_arms,)
+    scale: jax.Array  # () high - low of the env's rewards
+
+    def update(self, gamma: jax.Array, arm: jax.Array, reward: jax.Array) -> "DiscountedStats":
+        pulled = jnp.arange(self.counts.shape[0]) == arm
+        return self.replace(counts=gamma * self.counts + pulled,
+                            sums=gamma * self.sums + jnp.where(pulled, reward, 0.0))
+
+
+@struct.dataclass
+class SlidingWindowUCB:
+    """Sliding-window UCB (Garivier & Moulines 2011), for rewards that change over time: UCB1's
+    index on the last `window` rounds only, mean_a + c * (high - low) * sqrt(2 ln min(t, window)
+    / n_a), with an arm unseen in the window played first. Needs bounded rewards."""
+
+    c: float = 0.5
+    window: int = struct.field(pytree_node=False, default=200)
+
+    def validate(self) -> None:
+        check(self, {"c": NON_NEGATIVE})
+        check_value(self.window, int_at_least(1), "SlidingWindowUCB.window")
+
+    def check_env(self, env: BanditEnv, env_params) -> None:
+        _require_bounded(env, env_params, "SlidingWindowUCB")
+
+    def init(self, env: BanditEnv, env_params) -> WindowState:
+        low, high = env.reward_range(env_params)
+        return WindowState(arms=jnp.full(self.window, -1, jnp.int32),
+                           rewards=jnp.zeros(self.window, jnp.float32), t=jnp.int32(0),
+                           scale=jnp.asarray(high - low, jnp.float32))
+
+    def index(self, state: WindowState, num_arms: int) -> jax.Array:
+        counts, sums = state.stats(num_arms)
+        horizon = jnp.maximum(jnp.minimum(state.t, self.window), 1).astype(jnp.float32)
+        n = jnp.maximum(counts, 1.0)
+        return _untried_first(counts, sums / n + self.c * state.scale
+                              * jnp.sqrt(2.0 * jnp.log(horizon) / n))
+
+    def select(self, state: WindowState, key, contexts) -> jax.Array:
+        index = self.index(state, contexts.shape[0])
+        return _argmax_random_tie(index, jax.random.uniform(key, index.shape)).astype(jnp.int32)
+
+    def update(self, state: WindowState, key, arm, contexts, reward) -> WindowState:
+        slot = state.t % self.window
+        return state.replace(arms=state.arms.at[slot].set(arm),
+                             rewards=state.rewards.at[slot].set(reward), t=state.t + 1)
+
+
+@struct.dataclass
+class DiscountedUCB:
+    """Discounted UCB (Kocsis & Szepesvari 2006; Garivier & Moulines 2011): UCB1's index on
+    discounted statistics (`DiscountedStats`), mean_a + c * (high - low) * sqrt(2 ln n / n_a)
+    with n_a the arm's discounted count and n their sum; an arm never played is played first.
+    Memory is about 1 / (1 - gamma) rounds. Needs bounded rewards."""
+
+    c: float = 0.5
+    gamma: float = 0.995
+
+    def validate(self) -> None:
+        check(self, {"c": NON_NEGATIVE, "gamma": in_range(0, 1, low_open=True, high_open=True)})
+
+    def check_env(self, env: BanditEnv, env_params) -> None:
+        _require_bounded(env, env_params, "DiscountedUCB")
+
+    def init(self, env: BanditEnv, env_params) -> DiscountedStats:
+        low, high = env.reward_range(env_params)
+        z = jnp.zeros(env.num_arms, jnp.float32)
+        return DiscountedStats(z, z, jnp.asarray(high - low, jnp.float32))
+
+    def index(self, state: DiscountedStats) -> jax.Array:
+        total = jnp.maximum(jnp.sum(state.counts), 1.0)
+        n = jnp.maximum(state.counts, 1e-12)
+        bonus = self.c * state.scale * jnp.sqrt(2.0 * jnp.log(jnp.maximum(total, 1.0)) / n)
+        return _untried_first(state.counts, state.sums / n + bonus)
+
+    def select(self, state: DiscountedStats, key, contexts) -> jax.Array:
+        index = self.index(state)
+        return _argmax_random_tie(index, jax.random.uniform(key, index.shape)).astype(jnp.int32)
+
+    def update(self, state: DiscountedStats, key, arm, contexts, reward) -> DiscountedStats:
+        return state.update(self.gamma, arm, reward)
+
+
+@struct.dataclass
+class DiscountedThompson:
+    """Discounted Thompson sampling (Raj & Kalyani 2017): Beta-Bernoulli Thompson sampling whose
+    success and failure counts all decay by gamma each round, sampled from Beta(prior_alpha +
+    successes, prior_beta + failures). Bounded rewards become Bernoulli trials as in
+    `BernoulliThompson`; unbounded envs are refused."""
+
+    gamma: float = 0.99
+    prior_alpha: float = 1.0
+    prior_beta: float = 1.0
+
+    def validate(self) -> None:
+        check(self, {"gamma": in_range(0, 1, low_open=True, high_open=True),
+                     "prior_alpha": POSITIVE, "prior_beta": POSITIVE})
+
+    def check_env(self, env: BanditEnv, env_params) -> None:
+        _require_bounded(env, env_params, "DiscountedThompson")
+
+    def init(self, env: BanditEnv, env_params) -> BetaState:
+        low, high = env.reward_range(env_params)
+        z = jnp.zeros(env.num_arms, jnp.float32)  # discounted successes and failures
+        return BetaState(alpha=z, beta=z, low=jnp.asarray(low, jnp.float32),
+                         high=jnp.asarray(high, jnp.float32))
+
+    def select(self, state: BetaState, key, contexts) -> jax.Array:
+        draw = jax.random.beta(key, self.prior_alpha + state.alpha, self.prior_beta + state.beta)
+        return jnp.argmax(draw).astype(jnp.int32)
+
+    def update(self, state: BetaState, key, arm, contexts, reward) -> BetaState:
+        p = jnp.clip((reward - state.low) / jnp.maximum(state.high - state.low, 1e-12), 0.0, 1.0)
+        success = (jax.random.uniform(key) < p).astype(jnp.float32)
+        pulled = jnp.arange(state.alpha.shape[0]) == arm
+        return state.replace(alpha=self.gamma * state.alpha + jnp.where(pulled, success, 0.0),
+                             beta=self.gamma * state.beta + jnp.where(pulled, 1.0 - success, 0.0))
 
 
 def make_run(algo, env: BanditEnv, env_params, num_rounds: int):

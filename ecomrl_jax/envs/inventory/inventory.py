@@ -102,11 +102,20 @@ def draw_demand(key: jax.Array, mean: jax.Array, params) -> jax.Array:
     return jax.lax.while_loop(keep_going, body, start)[0]
 
 
+def demand_jump(env: "Inventory", params: EnvParams, factor: float = 2.0) -> EnvParams:
+    """Drift target: mean demand times `factor` (a new channel, a competitor leaving)."""
+    return params.replace(demand_mean=params.demand_mean * factor)
+
+
+DRIFT_PRESETS = {"demand_jump": demand_jump}
+
+
 class Inventory(CompareByArgs, environment.Environment[EnvState, EnvParams]):
     """One product; `Discrete(max_order + 1)` order quantities, or a `Box` if `continuous`."""
 
     out_of_range_action = "clip"  # see `order_quantity`
     param_rules = PARAM_RULES
+    drift_presets = DRIFT_PRESETS  # targets for `wrappers.drift_preset`
 
     def __init__(self, lead_time: int = 2, max_order: int = 10, continuous: bool = False):
         check_value(lead_time, NON_NEGATIVE_INT, "Inventory.lead_time")

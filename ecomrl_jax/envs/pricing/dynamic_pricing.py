@@ -124,12 +124,38 @@ PER_PRODUCT_FIELDS = (
 )
 
 
+def demand_shift(env: "DynamicPricing", params: EnvParams, level: float = 0.7,
+                 sensitivity: float = 1.3) -> EnvParams:
+    """Drift target: demand level times `level` and price sensitivity times `sensitivity`, in
+    every demand model (linear intercept and slope, logit market size and price coefficient,
+    constant-elasticity scale and elasticity); the optimal price falls when both do."""
+    return params.replace(
+        linear_intercept=params.linear_intercept * level,
+        linear_slope=params.linear_slope * sensitivity,
+        market_size=params.market_size * level, logit_price=params.logit_price * sensitivity,
+        elastic_scale=params.elastic_scale * level, elasticity=params.elasticity * sensitivity)
+
+
+def competitor_entry(env: "DynamicPricing", params: EnvParams, share: float = 0.75,
+                     effect: float = 1.5, competitor_mean: float = 5.0) -> EnvParams:
+    """Drift target: a competitor enters, pricing around `competitor_mean`: demand level times
+    `share` (the market it takes) and demand moving with its price by `competitor_effect`."""
+    return params.replace(
+        linear_intercept=params.linear_intercept * share,
+        market_size=params.market_size * share, elastic_scale=params.elastic_scale * share,
+        competitor_effect=effect, competitor_mean=competitor_mean)
+
+
+DRIFT_PRESETS = {"demand_shift": demand_shift, "competitor_entry": competitor_entry}
+
+
 class DynamicPricing(HorizonEndsEpisode, CompareByArgs, environment.Environment[EnvState, EnvParams]):
     """Discrete price grid (`Discrete`, or `MultiDiscrete` for several products) or, with
     `continuous=True`, a `Box` of prices; one price per product per period."""
 
     out_of_range_action = "clip"  # see `action_to_price`
     param_rules = PARAM_RULES
+    drift_presets = DRIFT_PRESETS  # targets for `wrappers.drift_preset`
 
     def __init__(self, num_products: int = 1, num_prices: int = 12, continuous: bool = False,
                  history_len: int = 4):

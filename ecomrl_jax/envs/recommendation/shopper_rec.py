@@ -87,11 +87,49 @@ SCALAR_PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(EnvParams)
                             if f.default is not dataclasses.MISSING)
 
 
+def category_centers(params: EnvParams, num_categories: int) -> jax.Array:
+    """(num_categories, embed_dim) unit mean embedding of each category's items (zero if empty)."""
+    one_hot = jax.nn.one_hot(params.item_category, num_categories, dtype=jnp.float32)
+    total = one_hot.T @ params.item_embedding
+    return total / jnp.maximum(jnp.linalg.norm(total, axis=-1, keepdims=True), 1e-12)
+
+
+def interest_shift(env: "ShopperRec", params: EnvParams, strength: float = 1.0) -> EnvParams:
+    """Drift target: tastes move on. Each shopper's interest leaves the category it is closest
+    to for the next one (category c -> c + 1 mod num_categories): interest - strength * centre_c
+    + strength * centre_{c+1}, renormalised."""
+    centers = category_centers(params, env.num_categories)
+    nearest = jnp.argmax(params.shopper_interest @ centers.T, axis=-1)
+    moved = (params.shopper_interest + strength
+             * (centers[(nearest + 1) % env.num_categories] - centers[nearest]))
+    return params.replace(shopper_interest=_unit(moved))
+
+
+def new_items(env: "ShopperRec", params: EnvParams, key: jax.Array | None = None,
+              fraction: float = 0.2) -> EnvParams:
+    """Drift target: new products enter (cold start). The first `fraction` of item ids become
+    items of a fresh catalogue drawn from `key` (default key 1) with no click history; the
+    shop's catalogue size is a static shape, so they replace the oldest items."""
+    fresh = env.make_params(jax.random.key(1) if key is None else key)
+    new = jnp.arange(env.num_items) < int(round(fraction * env.num_items))
+
+    def rows(old, young):
+        return jnp.where(new.reshape((-1,) + (1,) * (old.ndim - 1)), young, old)
+
+    return params.replace(**{name: rows(getattr(params, name), getattr(fresh, name))
+                             for name in ("item_embedding", "item_category", "item_price",
+                                          "item_appeal", "item_quality")})
+
+
+DRIFT_PRESETS = {"interest_shift": interest_shift, "new_items": new_items}
+
+
 class ShopperRec(HorizonEndsEpisode, CompareByArgs, environment.Environment[EnvState, EnvParams]):
     """Single-item (`slate_size=1`, Discrete action) or slate recommendation."""
 
     out_of_range_action = "ignore"  # an invalid slot is shown empty (see `_shown_slots`)
     param_rules = PARAM_RULES
+    drift_presets = DRIFT_PRESETS  # targets for `wrappers.drift_preset`
 
     def __init__(
         self,

@@ -1,0 +1,37 @@
+"""experiments/online_adaptation.py: recovery counting, and end to end on a tiny budget (slow)."""
+
+import numpy as np
+import pytest
+
+from experiments import online_adaptation as oa
+
+
+def test_recovery_counts_periods_after_the_change_until_the_smoothed_ratio_reaches_95():
+    oracle = np.full(10, 10.0)
+    curve = np.array([10, 10, 1, 5, 9.6, 9.4, 9.6, 9.7, 9.8, 9.9])  # change at period 2
+    # smoothed over 3 periods from the change: 5.2, 8.0, 9.53 -> period 2 after the change
+    assert oa.recovery_periods(curve, oracle, change=2) == 2
+    assert oa.recovery_periods(np.full(10, 9.0), oracle, change=2) is None
+
+
+@pytest.mark.slow
+def test_writes_table_and_a_figure_per_scenario(tmp_path):
+    results = oa.main(["--seeds", "2", "--train-steps", "512", "--markets", "4", "--periods", "4",
+                       "--change", "2", "--out", str(tmp_path)])
+    assert list(results) == list(oa.SCENARIOS)
+    policies = {"online PPO", "restarted PPO", "frozen PPO", "oracle"} | set(oa.BANDITS)
+    table = (tmp_path / "online_adaptation.md").read_text()
+    for scenario, curves in results.items():
+        assert set(curves) == policies
+        assert all(c.shape == (2, 4) for c in curves.values())
+        assert np.isnan(curves["restarted PPO"][:, :2]).all()
+        assert np.isfinite(curves["restarted PPO"][:, 2:]).all()
+        # the change lowers the oracle's revenue in both scenarios
+        assert curves["oracle"][:, 2:].mean() < curves["oracle"][:, :2].mean()
+        assert f"### {scenario}" in table
+        assert (tmp_path / f"online_adaptation_{scenario}.png").stat().st_size > 0
+
+
+def test_rejects_a_change_after_the_end(tmp_path):
+    with pytest.raises(SystemExit):
+        oa.main(["--periods", "4", "--change", "4", "--out", str(tmp_path)])
