@@ -9,7 +9,7 @@ import pytest
 
 from ecomrl_jax import checkpoint
 from ecomrl_jax.cli import build, main
-from tests.helpers import assert_identical
+from tests.helpers import assert_identical, run_quickly
 
 TINY = ["--set", "num_envs=8", "--set", "num_steps=16", "--set", "num_minibatches=2",
         "--set", "hidden_size=16", "--total-steps", str(8 * 16 * 4)]
@@ -98,18 +98,19 @@ def _final_state(out):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", sorted(RESUMABLE))
-def test_every_learner_resumes_from_its_checkpoint(algo, tmp_path, capsys):
+def test_every_learner_resumes_from_its_checkpoint(algo, tmp_path, capfd):
     """A run killed after update 1 of 2 and resumed ends with the same metrics and the same
     final runner state as the run that was never interrupted."""
     env, settings = RESUMABLE[algo]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     args = ["--env", env, "--algo", algo, "--checkpoints", "2", "--episodes", "1", *settings]
-    assert main(["train", "--out", str(whole), *args]) == 0
+    assert run_quickly("ecomrl_jax.cli", ["train", "--out", str(whole), *args]) == 0
     shutil.copytree(whole, cut)
     shutil.rmtree(cut / "checkpoints" / "2")
-    capsys.readouterr()
-    assert main(["train", "--resume", "--out", str(cut), "--episodes", "1"]) == 0
-    assert f"resuming {cut} after 1 of 2 updates" in capsys.readouterr().out
+    capfd.readouterr()
+    resume = ["train", "--resume", "--out", str(cut), "--episodes", "1"]
+    assert run_quickly("ecomrl_jax.cli", resume) == 0
+    assert f"resuming {cut} after 1 of 2 updates" in capfd.readouterr().out
     assert read_rows(cut / "metrics.csv") == read_rows(whole / "metrics.csv")
     assert_identical(_final_state(cut), _final_state(whole))
 
@@ -176,7 +177,8 @@ def test_bench_writes_json_and_markdown(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_one_seed_reports_values_without_an_interval(tmp_path, capsys):
-    assert main(["train", "--checkpoints", "1", "--episodes", "5", "--out", str(tmp_path / "run"), *TINY]) == 0
-    printed = capsys.readouterr().out
+def test_one_seed_reports_values_without_an_interval(tmp_path, capfd):
+    assert run_quickly("ecomrl_jax.cli", ["train", "--checkpoints", "1", "--episodes", "5",
+                                          "--out", str(tmp_path / "run"), *TINY]) == 0
+    printed = capfd.readouterr().out
     assert "| return |" in printed and "(one seed: no interval)" in printed

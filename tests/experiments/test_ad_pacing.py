@@ -3,12 +3,13 @@
 import pytest
 
 from experiments import ad_pacing
+from tests.helpers import run_quickly
 
 
 @pytest.mark.slow
 def test_writes_table_and_figure_with_every_policy(tmp_path):
-    summary = ad_pacing.main(["--seeds", "2", "--total-steps", "12288", "--runs", "2",
-                              "--days", "8", "--out", str(tmp_path)])
+    summary = run_quickly("experiments.ad_pacing", ["--seeds", "2", "--total-steps", "12288",
+        "--runs", "2", "--days", "8", "--out", str(tmp_path)])
     rules = {"constant bid 1.0 (the value)", "constant bid 0.7 (best constant)", "linear pacing",
              "hindsight multiplier, on the grid"}
     assert set(summary) == {"PPO", "A2C", "DQN"} | rules

@@ -5,6 +5,7 @@ import math
 import pytest
 
 from experiments import algorithms_shopper
+from tests.helpers import run_quickly
 
 LEARNERS = {"PPO", "A2C", "REINFORCE", "DQN", "PPO (transformer-tiny)", "DQN (transformer-tiny)"}
 BASELINES = {"myopic oracle", "popularity", "random"}
@@ -12,8 +13,8 @@ BASELINES = {"myopic oracle", "popularity", "random"}
 
 @pytest.mark.slow
 def test_writes_table_and_figure_with_every_policy(tmp_path):
-    summary = algorithms_shopper.main(["--seeds", "2", "--total-steps", "8192", "--episodes", "50",
-                                       "--out", str(tmp_path)])
+    summary = run_quickly("experiments.algorithms_shopper", ["--seeds", "2", "--total-steps",
+        "8192", "--episodes", "50", "--out", str(tmp_path)])
     assert set(summary) == LEARNERS | BASELINES
     table = (tmp_path / "algorithms_shopper.md").read_text()
     timing = table.split("Training time")[1].split("A/B")[0]

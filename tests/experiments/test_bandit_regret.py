@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 
 from experiments import bandit_regret
+from tests.helpers import run_quickly
 
 
 @pytest.mark.slow
 def test_writes_table_figure_checks_and_throughput(tmp_path):
-    out = bandit_regret.main(["--quick", "--runs", "6", "--rounds", "400", "--long-rounds", "400",
-                              "--out", str(tmp_path)])
+    out = run_quickly("experiments.bandit_regret", ["--quick", "--runs", "6", "--rounds", "400",
+        "--long-rounds", "400", "--out", str(tmp_path)])
     assert set(out["results"]) == {bandit_regret.BERNOULLI, bandit_regret.LONG, "PricingBandit-v0",
                                    "ContextualLinearBandit-v0"}
     rows = out["results"][bandit_regret.BERNOULLI]["rows"]

@@ -3,6 +3,7 @@
 import pytest
 
 from experiments import crm_lifetime_value
+from tests.helpers import run_quickly
 
 RULES = {"never contact", "always discount 10%", "RFM rules", "RFM rules (tuned: 2 / 3 weeks)",
          "myopic uplift (knows latents)"}
@@ -10,8 +11,8 @@ RULES = {"never contact", "always discount 10%", "RFM rules", "RFM rules (tuned:
 
 @pytest.mark.slow
 def test_writes_table_and_figure_with_every_policy(tmp_path):
-    summary = crm_lifetime_value.main(["--seeds", "2", "--total-steps", "40960", "--runs", "2",
-                                       "--episodes", "50", "--out", str(tmp_path)])
+    summary = run_quickly("experiments.crm_lifetime_value", ["--seeds", "2", "--total-steps",
+        "40960", "--runs", "2", "--episodes", "50", "--out", str(tmp_path)])
     assert set(summary) == {"PPO", "A2C", "DQN"} | RULES
     table = (tmp_path / "crm_lifetime_value.md").read_text()
     assert all(f"| {name} |" in table for name in summary)

@@ -9,6 +9,7 @@ import pytest
 from ecomrl_jax.envs.inventory.policies import table_policy, value_iteration
 from ecomrl_jax.envs.inventory.inventory import EnvParams, Inventory
 from experiments import inventory_optimality
+from tests.helpers import run_quickly
 
 
 def test_state_index_is_the_value_iteration_table_index():
@@ -42,9 +43,9 @@ def test_state_index_is_the_value_iteration_table_index():
 
 @pytest.mark.slow
 def test_writes_table_and_figure_with_every_policy(tmp_path):
-    results = inventory_optimality.main(["--seeds", "2", "--total-steps", "8192", "--dqn-steps", "4096",
-                                         "--tabular-steps", "3200", "--episodes", "4", "--window",
-                                         "20", "--lead-times", "0", "--out", str(tmp_path)])
+    results = run_quickly("experiments.inventory_optimality", ["--seeds", "2", "--total-steps",
+        "8192", "--dqn-steps", "4096", "--tabular-steps", "3200", "--episodes", "4", "--window",
+        "20", "--lead-times", "0", "--out", str(tmp_path)])
     assert list(results) == ["L=0, lost sales", "L=0, backorders"]
     table = (tmp_path / "inventory_optimality.md").read_text()
     for instance, (best_cost, _, rows) in results.items():

@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 
 from experiments import obd_ope
+from tests.helpers import run_quickly
 
 
 @pytest.mark.slow
 def test_writes_table_and_figure_with_errors_of_obps_size(tmp_path):
-    out = obd_ope.main(["--quick", "--resamples", "3", "--model-steps", "50", "--bts-samples", "10000",
-                        "--out", str(tmp_path)])
+    out = run_quickly("experiments.obd_ope", ["--quick", "--resamples", "3", "--model-steps", "50",
+                                              "--bts-samples", "10000", "--out", str(tmp_path)])
     assert set(out["results"]) == set(obd_ope.DIRECTIONS)
     for result in out["results"].values():
         assert 0.003 < result["truth"] < 0.005

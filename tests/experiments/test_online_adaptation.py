@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from experiments import online_adaptation as oa
+from tests.helpers import run_quickly
 
 
 def test_recovery_counts_periods_after_the_change_until_the_smoothed_ratio_reaches_95():
@@ -16,8 +17,8 @@ def test_recovery_counts_periods_after_the_change_until_the_smoothed_ratio_reach
 
 @pytest.mark.slow
 def test_writes_table_and_a_figure_per_scenario(tmp_path):
-    results = oa.main(["--seeds", "2", "--train-steps", "512", "--markets", "4", "--periods", "4",
-                       "--change", "2", "--out", str(tmp_path)])
+    results = run_quickly("experiments.online_adaptation", ["--seeds", "2", "--train-steps", "512", "--markets", "4",
+                                                            "--periods", "4", "--change", "2", "--out", str(tmp_path)])
     assert list(results) == list(oa.SCENARIOS)
     policies = {"online PPO", "restarted PPO", "frozen PPO", "oracle"} | set(oa.BANDITS)
     table = (tmp_path / "online_adaptation.md").read_text()

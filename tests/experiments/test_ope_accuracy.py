@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 
 from experiments import ope_accuracy
+from tests.helpers import run_quickly
 
 
 @pytest.mark.slow
 def test_writes_tables_and_one_figure_per_env(tmp_path):
-    out = ope_accuracy.main(["--quick", "--max-rows", "1000", "--reps", "1", "--seeds", "2",
-                             "--ppo-steps", "512", "--quiet", "--out", str(tmp_path)])
+    out = run_quickly("experiments.ope_accuracy", ["--quick", "--max-rows", "1000", "--reps", "1", "--seeds", "2",
+                                                   "--ppo-steps", "512", "--quiet", "--out", str(tmp_path)])
     assert set(out["results"]) == set(ope_accuracy.ENVS) == set(out["learned"])
     for result in out["results"].values():
         errors = [e for by_name in result["rows"][1000].values() for e in by_name]

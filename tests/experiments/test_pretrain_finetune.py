@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 
 from experiments import pretrain_finetune
+from tests.helpers import run_quickly
 
 
 @pytest.mark.slow
 def test_writes_table_and_figure_for_scratch_and_pretrained(tmp_path):
-    out = pretrain_finetune.main(["--quick", "--seeds", "2", "--total-steps", "2048",
-                                  "--episodes", "20", "--out", str(tmp_path)])
+    out = run_quickly("experiments.pretrain_finetune", ["--quick", "--seeds", "2", "--total-steps",
+        "2048", "--episodes", "20", "--out", str(tmp_path)])
     assert set(out["evaluated"]) == {"pre-trained, no fine-tuning", "from scratch",
                                      "pre-trained + fine-tuned"}
     assert set(out["references"]) == {"myopic oracle", "logging policy"}

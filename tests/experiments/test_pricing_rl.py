@@ -5,6 +5,7 @@ import math
 import pytest
 
 from experiments import pricing_rl
+from tests.helpers import run_quickly
 
 POLICIES = {"oracle", "fixed price 7", "cost-plus (keystone)", "predictive (linear fit)", "PPO",
             "DQN"} | set(pricing_rl.BANDITS)
@@ -14,9 +15,9 @@ POLICIES = {"oracle", "fixed price 7", "cost-plus (keystone)", "predictive (line
 def test_writes_table_and_figure_with_every_policy_for_both_oracles(tmp_path):
     # one setting per oracle (myopic with unlimited stock, DP with finite stock); the other
     # settings differ from "stationary" only in params
-    results = pricing_rl.main(["--seeds", "2", "--ppo-steps", "4096", "--dqn-steps", "4096",
-                               "--bandit-rounds", "500", "--episodes", "4",
-                               "--settings", "stationary", "finite_stock", "--out", str(tmp_path)])
+    results = run_quickly("experiments.pricing_rl", ["--seeds", "2", "--ppo-steps", "4096",
+        "--dqn-steps", "4096", "--bandit-rounds", "500", "--episodes", "4", "--settings",
+        "stationary", "finite_stock", "--out", str(tmp_path)])
     assert list(results) == ["stationary", "finite_stock"]
     table = (tmp_path / "pricing_rl.md").read_text()
     for setting, rows in results.items():

@@ -3,12 +3,13 @@
 import pytest
 
 from experiments import rec_long_term
+from tests.helpers import run_quickly
 
 
 @pytest.mark.slow
 def test_writes_table_and_figure_with_every_policy(tmp_path):
-    summary = rec_long_term.main(["--seeds", "2", "--total-steps", "40960", "--episodes", "50",
-                                  "--out", str(tmp_path)])
+    summary = run_quickly("experiments.rec_long_term", ["--seeds", "2", "--total-steps", "40960",
+        "--episodes", "50", "--out", str(tmp_path)])
     assert set(summary) == {"PPO", "myopic oracle", "popularity", "random"}
     table = (tmp_path / "rec_long_term.md").read_text()
     assert all(f"| {name} |" in table for name in summary) and "A/B on common random numbers" in table

@@ -3,12 +3,13 @@
 import pytest
 
 from experiments import supply_chain
+from tests.helpers import run_quickly
 
 
 @pytest.mark.slow
 def test_writes_table_and_figure_with_every_policy_and_both_variants(tmp_path):
-    summary = supply_chain.main(["--seeds", "2", "--total-steps", "7680", "--dqn-steps", "4096",
-                                 "--episodes", "8", "--out", str(tmp_path)])
+    summary = run_quickly("experiments.supply_chain", ["--seeds", "2", "--total-steps", "7680",
+        "--dqn-steps", "4096", "--episodes", "8", "--out", str(tmp_path)])
     assert set(summary) == {"backlog", "lost sales"}
     table = (tmp_path / "supply_chain.md").read_text()
     assert "arXiv:2008.06319" in table and "not included" not in table

@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 
 from experiments import tabular_toyrec
+from tests.helpers import run_quickly
 
 
 @pytest.mark.slow
 def test_writes_table_and_curves_that_approach_the_optimum(tmp_path):
-    results = tabular_toyrec.main(["--seeds", "2", "--total-steps", "64000", "--points", "4",
-                                   "--out", str(tmp_path)])
+    results = run_quickly("experiments.tabular_toyrec", ["--seeds", "2", "--total-steps", "64000",
+        "--points", "4", "--out", str(tmp_path)])
     assert set(results) == set(tabular_toyrec.ALGOS)
     table = (tmp_path / "tabular_toyrec.md").read_text()
     assert all(f"| {name} |" in table for name in results)

@@ -15,6 +15,7 @@ from gymnax.environments.classic_control import Pendulum
 import ecomrl_jax
 from ecomrl_jax.learners import a2c
 from ecomrl_jax.learners.networks import make_actor_critic
+from tests.helpers import train_once
 
 TINY = dict(num_envs=8, num_steps=16, total_timesteps=8 * 16 * 4, hidden_size=16)
 # Sessions that always last exactly 24 steps, so with 16-step rollouts episodes finish
@@ -32,11 +33,8 @@ def fixed_length():
 
 @pytest.fixture(scope="module")
 def tiny_run(fixed_length):
-    """One compiled tiny `train` on fixed-length sessions, called once; tests compare against it."""
-    env, params = fixed_length
-    config = a2c.A2CConfig(**TINY)
-    train = jax.jit(a2c.make_train(config, env, params))
-    return config, train, train(jax.random.key(0))
+    """One tiny run on fixed-length sessions; tests check its outputs."""
+    return train_once(a2c, a2c.A2CConfig(**TINY), *fixed_length)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -68,7 +66,7 @@ def test_unsupported_action_space_is_refused():
 
 
 def test_metrics_shapes_dtypes_and_finite(tiny_run):
-    config, _, (state, metrics) = tiny_run
+    config, (state, metrics) = tiny_run
     assert set(metrics) == EPISODE_METRICS | LOSS_METRICS | {"episodes_finished", "env_steps"}
     for name, value in metrics.items():
         assert value.shape == (config.num_updates,), name

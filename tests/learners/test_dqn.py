@@ -16,7 +16,7 @@ from ecomrl_jax.envs.recommendation.policies import myopic_oracle, random_policy
 from ecomrl_jax.learners.loop import run_updates
 from ecomrl_jax.evaluation import evaluate
 from ecomrl_jax.learners.networks import make_q_network
-from tests.helpers import assert_identical
+from tests.helpers import assert_identical, train_once
 
 # 6 updates of 4 envs x 2 steps; learning starts after update 2; the 8-row buffer wraps.
 TINY = dict(num_envs=4, train_frequency=2, total_timesteps=4 * 2 * 6, buffer_size=4 * 8,
@@ -40,11 +40,8 @@ def fixed_length():
 
 @pytest.fixture(scope="module")
 def tiny_run(fixed_length):
-    """One compiled tiny `train` on fixed-length sessions, called once; tests compare against it."""
-    env, params = fixed_length
-    config = dqn.DQNConfig(**TINY)
-    train = jax.jit(dqn.make_train(config, env, params))
-    return config, train, train(jax.random.key(0))
+    """One tiny run on fixed-length sessions; tests check its outputs."""
+    return train_once(dqn, dqn.DQNConfig(**TINY), *fixed_length)
 
 
 def test_epsilon_greedy_exploration():
@@ -119,7 +116,7 @@ def test_continuous_actions_are_refused():
 
 
 def test_metrics_shapes_dtypes_and_finite(tiny_run):
-    config, _, (state, metrics) = tiny_run
+    config, (state, metrics) = tiny_run
     assert set(metrics) == EPISODE_METRICS | LEARNER_METRICS
     for name, value in metrics.items():
         assert value.shape == (config.num_updates,), name
@@ -138,7 +135,7 @@ def test_metrics_shapes_dtypes_and_finite(tiny_run):
 
 
 def test_episode_metrics_average_finished_episodes_and_carry_when_none_finish(tiny_run):
-    _, _, (_, metrics) = tiny_run
+    _, (_, metrics) = tiny_run
     np.testing.assert_array_equal(metrics["episodes_finished"], [0, 0, 4, 0, 0, 4])
     np.testing.assert_array_equal(metrics["episode_length"], [0, 0, 6, 6, 6, 6])
     for name in EPISODE_METRICS:
@@ -152,7 +149,7 @@ def test_chunked_resume_equals_one_shot(fixed_length, tiny_run):
     """The one-shot `train` (`loop.train_fn`, shared by every learner) equals chunked
     `run_updates`, and hard target updates land on the right gradient steps."""
     env, params = fixed_length
-    config, _, (one_shot_state, one_shot_metrics) = tiny_run
+    config, (one_shot_state, one_shot_metrics) = tiny_run
     learner = dqn.make_learner(config, env, params)
     state = jax.jit(learner.init)(jax.random.key(0))
     three_updates = jax.jit(lambda s: run_updates(learner, s, 3))
@@ -276,7 +273,7 @@ def test_transformer_torso_trains_and_acts_greedily(fixed_length):
 
 def test_policy_for_a_single_env(fixed_length, tiny_run):
     env, params = fixed_length
-    config, _, (state, _) = tiny_run
+    config, (state, _) = tiny_run
     net = dqn.network_params(state)
     sample = dqn.make_policy(config, env, net)
     greedy = dqn.make_policy(config, env, net, deterministic=True)

@@ -21,6 +21,7 @@ from ecomrl_jax.learners import ppo
 from ecomrl_jax.envs.recommendation.policies import myopic_oracle
 from ecomrl_jax.evaluation import evaluate
 from ecomrl_jax.learners.networks import make_actor_critic
+from tests.helpers import train_once
 
 TINY = dict(num_envs=8, num_steps=16, total_timesteps=8 * 16 * 4, update_epochs=2,
             num_minibatches=2, hidden_size=16)
@@ -44,11 +45,8 @@ def fixed_length():
 
 @pytest.fixture(scope="module")
 def tiny_run(fixed_length):
-    """One compiled tiny `train` on fixed-length sessions, called once; tests compare against it."""
-    env, params = fixed_length
-    config = ppo.PPOConfig(**TINY)
-    train = jax.jit(ppo.make_train(config, env, params))
-    return config, train, train(jax.random.key(0))
+    """One tiny run on fixed-length sessions; tests check its outputs."""
+    return train_once(ppo, ppo.PPOConfig(**TINY), *fixed_length)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -93,7 +91,7 @@ def test_unsupported_action_space_is_refused():
 
 
 def test_metrics_shapes_dtypes_and_finite(tiny_run):
-    config, _, (state, metrics) = tiny_run
+    config, (state, metrics) = tiny_run
     assert set(metrics) == EPISODE_METRICS | LOSS_METRICS | {"episodes_finished", "env_steps"}
     num_updates = config.num_updates
     for name, value in metrics.items():
@@ -107,7 +105,7 @@ def test_metrics_shapes_dtypes_and_finite(tiny_run):
 
 
 def test_episode_metrics_average_finished_episodes_and_carry_when_none_finish(tiny_run):
-    _, _, (_, metrics) = tiny_run
+    _, (_, metrics) = tiny_run
     np.testing.assert_array_equal(metrics["episodes_finished"], [0, 8, 8, 0])
     np.testing.assert_array_equal(metrics["episode_length"], [0.0, 24.0, 24.0, 24.0])
     for name in EPISODE_METRICS:
@@ -147,7 +145,7 @@ def test_vmap_over_learning_rate_grid_on_slates():
 
 def test_policy_for_a_single_env(fixed_length, tiny_run):
     env, params = fixed_length
-    config, _, (state, _) = tiny_run
+    config, (state, _) = tiny_run
     net = ppo.network_params(state)
     sample = ppo.make_policy(config, env, net)
     greedy = ppo.make_policy(config, env, net, deterministic=True)

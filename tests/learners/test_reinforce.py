@@ -13,6 +13,7 @@ import pytest
 
 import ecomrl_jax
 from ecomrl_jax.learners import reinforce
+from tests.helpers import train_once
 
 TINY = dict(num_envs=8, num_steps=16, total_timesteps=8 * 16 * 4, hidden_size=16)
 # Slates of 3 in sessions that always last exactly 24 steps, so with 16-step rollouts
@@ -30,11 +31,8 @@ def slates():
 
 @pytest.fixture(scope="module")
 def tiny_run(slates):
-    """One compiled tiny `train` on fixed-length slate sessions, called once."""
-    env, params = slates
-    config = reinforce.REINFORCEConfig(**TINY)
-    train = jax.jit(reinforce.make_train(config, env, params))
-    return config, train, train(jax.random.key(0))
+    """One tiny run on fixed-length slate sessions; tests check its outputs."""
+    return train_once(reinforce, reinforce.REINFORCEConfig(**TINY), *slates)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -54,7 +52,7 @@ def test_invalid_config_is_refused(slates, overrides, message):
 
 
 def test_metrics_shapes_dtypes_and_finite(tiny_run):
-    config, _, (state, metrics) = tiny_run
+    config, (state, metrics) = tiny_run
     assert set(metrics) == EPISODE_METRICS | LOSS_METRICS | {"episodes_finished", "env_steps"}
     for name, value in metrics.items():
         assert value.shape == (config.num_updates,), name

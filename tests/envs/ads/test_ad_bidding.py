@@ -15,15 +15,12 @@ from gymnax.environments import spaces
 
 import ecomrl_jax
 from ecomrl_jax.envs.ads.ad_bidding import AdBidding, EnvState, settle
+from tests.helpers import to_numpy
 
 NUM_ENVS = 16
 # Small days keep compilation and rollouts cheap: 24 steps of 50 auction slots.
 SIZES = dict(num_auctions=50, num_steps=24)
 SMALL_BUDGET = 3.0  # about what bidding the value (multiplier 1) spends in such a day
-
-
-def _np(tree):
-    return jax.tree.map(np.asarray, tree)
 
 
 def _index(tree, i):
@@ -64,7 +61,7 @@ def _runner(env):
 
     def call(params, keys, actions, num_steps=40):
         actions = jnp.broadcast_to(jnp.asarray(actions, jnp.int32), (keys.shape[0], num_steps))
-        return _np(fn(params, keys, actions))
+        return to_numpy(fn(params, keys, actions))
 
     return call
 
@@ -88,7 +85,7 @@ def step_cont(ads_cont):
 def auctions(ads):
     """Jitted `(day_key, t, params) -> auctions` of one step, as numpy."""
     fn = jax.jit(ads[0].auctions)
-    return lambda *args: _np(fn(*args))
+    return lambda *args: to_numpy(fn(*args))
 
 
 def _keys(seed, n=NUM_ENVS):
@@ -134,7 +131,7 @@ def test_step_pays_second_price_for_each_win(ads, step, auctions):
     auc = auctions(state.day_key, state.time, params)
     for index in (8, 12, 20):
         m = float(params.bid_multipliers[index])
-        _, post, reward, term, info = _np(step(jax.random.key(0), state, jnp.int32(index), params))
+        _, post, reward, term, info = to_numpy(step(jax.random.key(0), state, jnp.int32(index), params))
         wins = auc["active"] & (np.float32(m) * auc["value"] > auc["price"])
         assert wins.sum() > 0 and (auc["active"] & ~wins).sum() > 0
         assert info["impressions_won"] == wins.sum()
@@ -204,7 +201,7 @@ def test_observation_space_and_values(ads, rollout):
 
 def test_auctions_are_valid_and_follow_the_daily_pattern(ads):
     env, params = ads
-    days = _np(jax.jit(jax.vmap(lambda k: env.day_auctions(
+    days = to_numpy(jax.jit(jax.vmap(lambda k: env.day_auctions(
         jax.random.bits(k, (2,), jnp.uint32), params)))(_keys(4, 64)))
     for name in ("ctr", "cvr"):
         assert np.all((days[name] > 0) & (days[name] <= 1))
@@ -253,8 +250,8 @@ def test_continuous_equals_discrete_at_grid_points(ads, step, step_cont, rollout
 def test_out_of_range_index_sits_the_step_out(ads, step, bad):
     env, params = ads
     _, state = env.reset(jax.random.key(3), params)
-    out = _np(step(jax.random.key(1), state, jnp.int32(bad), params))
-    ref = _np(step(jax.random.key(1), state, jnp.int32(0), params))  # multiplier 0
+    out = to_numpy(step(jax.random.key(1), state, jnp.int32(bad), params))
+    ref = to_numpy(step(jax.random.key(1), state, jnp.int32(0), params))  # multiplier 0
     assert out[4]["invalid_actions"] == 1.0 and out[4]["impressions_won"] == 0
     for x, y in zip(jax.tree.leaves(out[:4]), jax.tree.leaves(ref[:4]), strict=True):
         np.testing.assert_array_equal(x, y)

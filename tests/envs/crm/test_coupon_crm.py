@@ -16,12 +16,9 @@ from gymnax.environments import spaces
 
 import ecomrl_jax
 from ecomrl_jax.envs.crm.coupon_crm import CouponCRM, EnvState
+from tests.helpers import to_numpy
 
 NUM_ENVS, NUM_STEPS = 128, 100
-
-
-def _np(tree):
-    return jax.tree.map(np.asarray, tree)
 
 
 def _index(tree, i):
@@ -65,7 +62,7 @@ def run(crm):
 
     def call(params, keys, actions):
         actions = jnp.broadcast_to(jnp.asarray(actions, jnp.int32), (keys.shape[0], NUM_STEPS))
-        return _np(fn(params, keys, actions))
+        return to_numpy(fn(params, keys, actions))
 
     return call
 
@@ -231,7 +228,7 @@ def test_churn_is_absorbing(crm, step):
     env, params = crm
     state = _state(env, params, purchase_logit=50.0).replace(churned=jnp.bool_(True))
     for action in range(-1, env.num_actions + 1):  # out-of-range actions too: not counted
-        _, post, reward, term, info = _np(step(jax.random.key(action), state, jnp.int32(action),
+        _, post, reward, term, info = to_numpy(step(jax.random.key(action), state, jnp.int32(action),
                                                params))
         assert term and reward == 0.0
         for name, v in info.items():

@@ -13,6 +13,7 @@ from gymnax.environments import spaces
 
 import ecomrl_jax
 from ecomrl_jax.envs.inventory.inventory import EnvParams, EnvState, Inventory
+from tests.helpers import to_numpy, scripted_episode
 
 NUM_ENVS, NUM_STEPS = 256, 60
 ENV = Inventory(lead_time=2, max_order=10)
@@ -24,31 +25,8 @@ BACKORDER = EnvParams(backorders=True, demand_dist=1, demand_shape=2.0, demand_m
                       max_steps_in_episode=25)
 
 
-def _np(tree):
-    return jax.tree.map(np.asarray, tree)
-
-
-def _episode(env, params, key, actions):
-    k_reset, k_steps = jax.random.split(key)
-    obs0, state = env.reset(k_reset, params)
-
-    def body(carry, x):
-        obs, state = carry
-        k, action = x
-        next_obs, nxt, reward, terminated, truncated, info = env.step(k, state, action, params)
-        info = dict(info)
-        final = info.pop("final_observation")
-        info.pop("terminated"), info.pop("truncated")
-        return (next_obs, nxt), dict(state=state, obs=obs, action=action, next=nxt, final=final,
-                                     reward=reward, terminated=terminated, truncated=truncated,
-                                     info=info)
-
-    keys = jax.random.split(k_steps, actions.shape[0])
-    return jax.lax.scan(body, (obs0, state), (keys, actions))[1]
-
-
 _rollout = jax.jit(lambda params, keys, actions: jax.vmap(
-    lambda k, a: _episode(ENV, params, k, a))(keys, actions))
+    lambda k, a: scripted_episode(ENV, params, k, a))(keys, actions))
 
 
 def _actions(seed):
@@ -62,8 +40,8 @@ def _keys(seed):
 
 @pytest.fixture(scope="module")
 def rollouts():
-    return {"lost": _np(_rollout(LOST, _keys(1), _actions(0))),
-            "backorder": _np(_rollout(BACKORDER, _keys(1), _actions(0)))}
+    return {"lost": to_numpy(_rollout(LOST, _keys(1), _actions(0))),
+            "backorder": to_numpy(_rollout(BACKORDER, _keys(1), _actions(0)))}
 
 
 @pytest.fixture(scope="module", params=["lost", "backorder"])

@@ -13,6 +13,7 @@ from gymnax.environments import spaces
 
 import ecomrl_jax
 from ecomrl_jax.envs.inventory.supply_chain import EnvParams, EnvState, SupplyChain
+from tests.helpers import to_numpy, scripted_episode
 
 NUM_ENVS, NUM_STEPS = 64, 40
 ENV = SupplyChain()  # OR-Gym's three stages, lead times 3, 5, 10
@@ -20,31 +21,8 @@ BACKLOG = ENV.default_params
 LOST = BACKLOG.replace(backlog=False, demand_dist=1, demand_shape=3.0)
 
 
-def _np(tree):
-    return jax.tree.map(np.asarray, tree)
-
-
-def _episode(env, params, key, actions):
-    k_reset, k_steps = jax.random.split(key)
-    obs0, state = env.reset(k_reset, params)
-
-    def body(carry, x):
-        obs, state = carry
-        k, action = x
-        next_obs, nxt, reward, terminated, truncated, info = env.step(k, state, action, params)
-        info = dict(info)
-        final = info.pop("final_observation")
-        info.pop("terminated"), info.pop("truncated")
-        return (next_obs, nxt), dict(state=state, obs=obs, action=action, next=nxt, final=final,
-                                     reward=reward, terminated=terminated, truncated=truncated,
-                                     info=info)
-
-    keys = jax.random.split(k_steps, actions.shape[0])
-    return jax.lax.scan(body, (obs0, state), (keys, actions))[1]
-
-
 _rollout = jax.jit(lambda params, keys, actions: jax.vmap(
-    lambda k, a: _episode(ENV, params, k, a))(keys, actions))
+    lambda k, a: scripted_episode(ENV, params, k, a))(keys, actions))
 
 
 def _actions(seed):
@@ -59,8 +37,8 @@ def _keys(seed):
 
 @pytest.fixture(scope="module")
 def rollouts():
-    return {"backlog": _np(_rollout(BACKLOG, _keys(1), _actions(0))),
-            "lost": _np(_rollout(LOST, _keys(1), _actions(0)))}
+    return {"backlog": to_numpy(_rollout(BACKLOG, _keys(1), _actions(0))),
+            "lost": to_numpy(_rollout(LOST, _keys(1), _actions(0)))}
 
 
 @pytest.fixture(scope="module", params=["backlog", "lost"])

@@ -19,13 +19,10 @@ import ecomrl_jax
 from ecomrl_jax.envs.pricing.dynamic_pricing import (DEMAND_MODELS, MAX_COMPETITOR_RATIO, SETTINGS,
                                                      DynamicPricing, EnvState)
 from ecomrl_jax.spaces import MultiDiscrete
+from tests.helpers import to_numpy
 
 NUM_ENVS, NUM_STEPS = 128, 80
 LINEAR, LOGIT, ELASTIC = (DEMAND_MODELS[k] for k in ("linear", "logit", "constant_elasticity"))
-
-
-def _np(tree):
-    return jax.tree.map(np.asarray, tree)
 
 
 def _state(env, day=0, competitor=7.0, reference=6.0):
@@ -80,7 +77,7 @@ def _runner(env):
 
     run = jax.jit(lambda params, keys, actions: jax.lax.map(
         lambda x: episode(params, *x), (keys, actions)))
-    return lambda params, keys, actions: _np(run(params, keys, actions))
+    return lambda params, keys, actions: to_numpy(run(params, keys, actions))
 
 
 @pytest.fixture(scope="module")
@@ -468,7 +465,7 @@ def test_vmap_over_params_equals_loop(discrete, run):
         _, state = env.reset(k_reset, p)
         return env.step(jax.random.split(k_steps, NUM_STEPS)[0], state, action, p)
 
-    obs, _, reward, _, _, info = _np(jax.jit(jax.vmap(first_step))(keys, actions, batch))
+    obs, _, reward, _, _, info = to_numpy(jax.jit(jax.vmap(first_step))(keys, actions, batch))
     for i, member in enumerate(members):
         r = run(member, _keys(11), jnp.full((NUM_ENVS, NUM_STEPS), actions[i]))[1]
         np.testing.assert_allclose(obs[i], r["obs"][i, 0], rtol=1e-5, atol=1e-6)

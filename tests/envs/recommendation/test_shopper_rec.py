@@ -18,6 +18,7 @@ from gymnax.environments import spaces
 import ecomrl_jax
 from ecomrl_jax.envs.recommendation.shopper_rec import EnvState, ShopperRec
 from ecomrl_jax.spaces import Slate
+from tests.helpers import to_numpy
 
 CARD = Path(__file__).resolve().parents[3] / "docs" / "envs" / "shopper_rec.md"
 # Params that make terminations and truncations both frequent in short rollouts, and give
@@ -26,10 +27,6 @@ MIXED = dict(patience_init=0.5, max_steps_in_episode=15, click_weight=1.0,
              purchase_weight=0.5, revenue_weight=0.05)
 NUM_ENVS, NUM_STEPS = 128, 60  # shape of every public-step rollout
 NUM_KEYS = 10_000  # batch of every "same state, many keys" slate step
-
-
-def _np(tree):
-    return jax.tree.map(np.asarray, tree)
 
 
 def _index(tree, i):
@@ -92,7 +89,7 @@ def single_run(single):
 
     def call(params, keys, actions, column=-1):
         actions = jnp.broadcast_to(jnp.asarray(actions, jnp.int32), (keys.shape[0], NUM_STEPS))
-        return _np(run(params, jnp.int32(column), keys, actions))
+        return to_numpy(run(params, jnp.int32(column), keys, actions))
 
     return call
 
@@ -119,7 +116,7 @@ def slate_map(slate):
 
     def call(keys, actions, state, params):
         actions = jnp.broadcast_to(jnp.asarray(actions, jnp.int32), (NUM_KEYS, env.slate_size))
-        return _np(run(keys, actions, state, params))
+        return to_numpy(run(keys, actions, state, params))
 
     return call
 
@@ -459,7 +456,7 @@ def test_vmap_over_params_equals_loop_without_recompile(slate, slate_map):
         resets = [env.reset(jax.random.key(10 + i), p) for i, p in enumerate(members)]
         states = jax.tree.map(lambda *xs: jnp.stack(xs), *[s for _, s in resets])
         np.testing.assert_array_equal(states.patience, params.patience_init)
-        batched = _np(vstep(_slate_keys()[:n], states, actions[:n], params))
+        batched = to_numpy(vstep(_slate_keys()[:n], states, actions[:n], params))
         for i in range(n):  # vmap == loop over envs (slate_map is an unbatched loop)
             alone = _index(slate_map(_slate_keys(), actions, resets[i][1], members[i]), i)
             _assert_trees_close(alone, _index(batched, i))

@@ -13,14 +13,11 @@ from gymnax.environments import spaces
 
 import ecomrl_jax
 from ecomrl_jax.envs.recommendation.toy_rec import BOUGHT, CLICKED, NEW, EnvState, ToyRec
+from tests.helpers import to_numpy
 
 NUM_ENVS, NUM_STEPS = 256, 40  # shape of the public-step rollout
 MC_KEYS = 4000  # Monte Carlo check: draws per (state, action) pair
 SMALL = dict(num_users=3, num_items=4)  # 243 states: the dense model stays cheap to test
-
-
-def _np(tree):
-    return jax.tree.map(np.asarray, tree)
 
 
 def _index(tree, i):
@@ -55,7 +52,7 @@ def run_rollout(toy):
         return jax.lax.scan(body, state, (jax.random.split(k_steps, NUM_STEPS), actions))[1]
 
     run = jax.jit(jax.vmap(episode, in_axes=(None, 0, 0)))
-    return lambda params, key, actions: _np(run(params, jax.random.split(key, NUM_ENVS), actions))
+    return lambda params, key, actions: to_numpy(run(params, jax.random.split(key, NUM_ENVS), actions))
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +74,7 @@ def small():
 def model(small):
     """`(P, R, (next_state, prob))` of the small env, computed in one jit."""
     env, params = small
-    return _np(jax.jit(lambda p: (env.transition_matrix(p), env.reward_matrix(p),
+    return to_numpy(jax.jit(lambda p: (env.transition_matrix(p), env.reward_matrix(p),
                                   env.successors(p)))(params))
 
 
@@ -235,7 +232,7 @@ def test_transition_and_reward_matrices_are_a_valid_model(small, model):
 
 def test_default_model_rows_sum_to_one(toy):
     env, params = toy
-    next_state, prob = _np(jax.jit(env.successors)(params))
+    next_state, prob = to_numpy(jax.jit(env.successors)(params))
     assert next_state.shape == (2430, 5, 3) and next_state.min() >= 0 and next_state.max() < 2430
     np.testing.assert_allclose(prob.sum(-1), 1.0, atol=1e-6)
     assert np.all(prob >= 0) and np.all(prob <= 1)
@@ -288,7 +285,7 @@ def test_jit_equals_no_jit_and_vmap_over_params_equals_loop(toy):
                       status=jnp.array([[0, 0, 0, 0, 0], [1, 1, 1, 1, 1], [2, 1, 0, 2, 1],
                                         [2, 2, 2, 2, 1]], jnp.int32))
     actions = jnp.array([3, 0, 4, 4], jnp.int32)
-    batched = _np(jax.jit(jax.vmap(env.step_env))(keys, states, actions, params))
+    batched = to_numpy(jax.jit(jax.vmap(env.step_env))(keys, states, actions, params))
     step_env = jax.jit(env.step_env)
     for i in range(n):
         args = (keys[i], _index(states, i), actions[i], _index(params, i))
