@@ -7,7 +7,7 @@ with no learner-specific code.
 
 from typing import Any, NamedTuple, Protocol
 
-from ecomrl_jax.learners import a2c, dqn, ppo, reinforce, tabular
+from ecomrl_jax.learners import a2c, dqn, ppo, reinforce, slateq, tabular
 from ecomrl_jax.learners.loop import Learner
 
 
@@ -38,6 +38,7 @@ LEARNERS: dict[str, Registered] = {
     "ppo": Registered(ppo.PPOConfig, ppo),
     "a2c": Registered(a2c.A2CConfig, a2c),
     "dqn": Registered(dqn.DQNConfig, dqn),
+    "slateq": Registered(slateq.SlateQConfig, slateq),
     "reinforce": Registered(reinforce.REINFORCEConfig, reinforce),
     "q_learning": Registered(tabular.QLearningConfig, tabular),
     "sarsa": Registered(tabular.SARSAConfig, tabular),
