@@ -8,7 +8,7 @@ Q(x, A) = sum_{i in A} P(i | x, A) Qbar(x, i) + P(⊥ | x, A) Qbar(x, ⊥). The 
 item values Qbar (one per candidate and one for ⊥) by temporal differences on the item the user
 chose: Qbar(x, c) <- r + gamma * V(x'), with V(x') = max_A' Q(x', A') (Q-learning; with
 `double_q` the online net picks A' and the target net values it) or Q(x', A') of the next
-shown slate (SARSA). Myopic SlateQ is gamma = 0: it maximises the expected immediate reward.
+shown slate (SARSA; the optimiser's slate where the episode ended, as after a time limit). Myopic SlateQ is gamma = 0: it maximises the expected immediate reward.
 RecSim's SlateQ agent fixes Qbar(x, ⊥) = 0 and learns from clicks only; here ⊥ is learned like
 an item, since a step without a click still moves the session on (and costs it budget).
 
