@@ -2,7 +2,8 @@
 
 Each learner's whole `train` (env interaction and updates) is compiled AOT first; compile
 seconds are reported separately and only the compiled call is timed. Learners run on
-ShopperRec-v0, the tabular ones on ToyRec-v0 (they need a small discrete state space).
+ShopperRec-v0, the tabular ones on ToyRec-v0 (they need a small discrete state space), SlateQ
+on InterestEvolution-v0 (it needs the env's choice model).
 Writes `<out>/train_throughput.json` and `<out>/train_throughput.md`.
 
     python -m benchmarks.train_throughput [--algos ppo dqn] [--seeds 1 4] [--total-steps 262144]
@@ -21,12 +22,12 @@ import numpy as np
 import ecomrl_jax  # sets the XLA CPU flag before jax starts (ecomrl_jax/xla.py)
 from ecomrl_jax.learners import LEARNERS
 
-TABULAR_ENV = "ToyRec-v0"
+DEFAULT_ENVS = {"q_learning": "ToyRec-v0", "sarsa": "ToyRec-v0", "slateq": "InterestEvolution-v0"}
 
 
 def env_for(algo: str, env_id: str | None) -> str:
     """The env a learner is benchmarked on: `env_id` if given, else its default."""
-    return env_id or (TABULAR_ENV if algo in ("q_learning", "sarsa") else "ShopperRec-v0")
+    return env_id or DEFAULT_ENVS.get(algo, "ShopperRec-v0")
 
 
 def measure(algo: str, env_id: str, num_seeds: int, total_timesteps: int) -> dict:

@@ -8,7 +8,7 @@ its env batch over n devices (`loop.shard_envs`: the one place that does it).
 
 from typing import Any, NamedTuple, Protocol
 
-from ecomrl_jax.learners import a2c, dqn, ppo, reinforce, tabular
+from ecomrl_jax.learners import a2c, dqn, ppo, reinforce, slateq, tabular
 from ecomrl_jax.learners.loop import Learner
 
 
@@ -39,6 +39,7 @@ LEARNERS: dict[str, Registered] = {
     "ppo": Registered(ppo.PPOConfig, ppo),
     "a2c": Registered(a2c.A2CConfig, a2c),
     "dqn": Registered(dqn.DQNConfig, dqn),
+    "slateq": Registered(slateq.SlateQConfig, slateq),
     "reinforce": Registered(reinforce.REINFORCEConfig, reinforce),
     "q_learning": Registered(tabular.QLearningConfig, tabular),
     "sarsa": Registered(tabular.SARSAConfig, tabular),

@@ -8,8 +8,8 @@ contract, and the CLI runs it in chunks (`run_updates`) so long runs checkpoint 
 `num_envs` vectorised auto-resetting envs under `EpisodeStatistics`; `collect` steps them
 `num_steps` times with the learner's `act`/`observe` callbacks and hands each step's
 `EnvStep` (with `terminated`, `truncated` and the pre-reset final observation, for the
-truncation rule of `targets`) to `observe`; `finish` turns an update's finished episodes
-into metrics (mean totals, carried over when none finished).
+truncation rule of `targets`, and the env's `info`) to `observe`; `finish` turns an update's
+finished episodes into metrics (mean totals, carried over when none finished).
 
 Data parallelism (`make_mesh`, `shard_envs`, `compile_updates`): traced under `jax.set_mesh(mesh)`
 of a mesh with an `ENVS` axis, the env loop splits its env batch over that axis (a sharding
@@ -111,6 +111,7 @@ class EnvStep(NamedTuple):
     truncated: jax.Array  # a time limit ended the episode: bootstrap from `final_obs`
     next_obs: Any  # observation to act on next (a reset one where the episode ended)
     final_obs: Any  # the step's true next observation (pre-reset where the episode ended)
+    info: dict  # the env's info (e.g. which slot was clicked, for SlateQ)
 
     @property
     def done(self) -> jax.Array:
@@ -163,7 +164,7 @@ def make_env_loop(env, env_params, num_envs: int) -> EnvLoop:
                 env_params)
             next_obs, env_state = shard_envs((next_obs, env_state), num_envs)
             agent, out = observe(agent, record, EnvStep(obs, reward, terminated, truncated,
-                                                        next_obs, info["final_observation"]), x)
+                                                        next_obs, info["final_observation"], info), x)
             return (agent, env_state, next_obs, key), (out, info["episode"], info["episode_done"])
 
         (agent, env_state, obs, key), (outs, totals, done) = jax.lax.scan(

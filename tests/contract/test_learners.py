@@ -20,7 +20,8 @@ from ecomrl_jax.learners.loop import run_updates
 from tests.helpers import assert_identical
 
 EXAMPLE_ENVS = {"q_learning": ("ToyRec-v0", {"obs_type": "index"}),
-                "sarsa": ("ToyRec-v0", {"obs_type": "index"})}
+                "sarsa": ("ToyRec-v0", {"obs_type": "index"}),
+                "slateq": ("InterestEvolution-v0", {})}
 DEFAULT_ENV = ("ShopperRec-v0", {})
 TINY = dict(num_envs=4, num_steps=8, hidden_size=8, num_minibatches=2, update_epochs=1,
             buffer_size=64, batch_size=8, learning_starts=0, target_update_interval=1,

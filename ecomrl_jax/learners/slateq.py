@@ -1,0 +1,421 @@
+"""SlateQ (Ie et al., IJCAI 2019): slate Q-values decomposed into item Q-values weighted by
+the user's choice model, for Slate (and Discrete) actions.
+
+Decomposition: a user shown slate A at observation x picks item i of A, or nothing (⊥), by
+a multinomial proportional choice model, P(i | x, A) = w_i / (w_0 + sum_{j in A} w_j) (w_i the
+candidates' weights, w_0 the no-click weight), and the slate's value is
+Q(x, A) = sum_{i in A} P(i | x, A) Qbar(x, i) + P(⊥ | x, A) Qbar(x, ⊥). The network learns the
+item values Qbar (one per candidate and one for ⊥) by temporal differences on the item the user
+chose: Qbar(x, c) <- r + gamma * V(x'), with V(x') = max_A' Q(x', A') (Q-learning; with
+`double_q` the online net picks A' and the target net values it) or Q(x', A') of the next
+shown slate (SARSA; the optimiser's slate where the episode ended, as after a time limit). Myopic SlateQ is gamma = 0: it maximises the expected immediate reward.
+RecSim's SlateQ agent fixes Qbar(x, ⊥) = 0 and learns from clicks only; here ⊥ is learned like
+an item, since a step without a click still moves the session on (and costs it budget).
+
+Slate optimisation (`slate_optimizer`, also used for the epsilon-greedy action): "exact"
+maximises the linear-fractional Q(x, A) over slates of k distinct candidates by Dinkelbach's
+iteration (the paper solves the same problem as a linear program); "top_k" takes the k largest
+w_i Qbar(x, i) and "greedy" adds one item at a time, each maximising the partial slate's value
+(the paper's two approximations). The choice model ignores positions, so a slate is a set.
+
+Env interface: a Box observation (1 + C, F), row 0 the user and row 1 + i candidate i (as
+InterestEvolution-v0 has); a Slate (or Discrete) action over the C candidates; the known
+choice model as a method `env.choice_model(obs, env_params) -> (weights (C,), no-click
+weight)`; and `info["slot_clicks"]` (slate_size,), a one-hot of the clicked slot (zeros when
+nothing was clicked). Replay and target network as in `dqn`; one-step targets; a terminated
+step does not bootstrap, a truncated one bootstraps from its final observation.
+"""
+
+import functools
+from typing import Any, NamedTuple
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from gymnax.environments import spaces
+
+from ecomrl_jax.learners.config import (EPSILON_SCHEDULES, UpdateCount, check_bools, check_choice,
+                                        check_config, check_one_update, epsilon_schedule,
+                                        make_optimizer)
+from ecomrl_jax.learners.loop import Learner, LoopState, make_env_loop, train_fn
+from ecomrl_jax.learners.networks import MLP
+from ecomrl_jax.learners.replay import ReplayBuffer, buffer_add, buffer_init, buffer_sample
+from ecomrl_jax.rules import (DISCOUNT, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL,
+                              in_range)
+from ecomrl_jax.spaces import Slate
+
+TARGETS = ("q_learning", "sarsa")
+
+
+# --- the decomposition and slate optimisation: pure functions of one observation ------------
+
+def slate_choice_probabilities(weights, no_click_weight, slate):
+    """P(the user picks slot j) for each slot of `slate` (k,), then P(no click): (k + 1,)."""
+    chex.assert_rank([weights, no_click_weight, slate], [1, 0, 1])
+    chex.assert_type(slate, int)
+    slate_weights = jnp.append(weights[slate], no_click_weight)
+    return slate_weights / jnp.sum(slate_weights)
+
+
+def slate_value(q, weights, no_click_weight, slate):
+    """Q(x, A) = sum_{i in A} P(i | x, A) Qbar(x, i) + P(⊥ | x, A) Qbar(x, ⊥); `q` (C + 1,) holds
+    the candidates' item values, then the no-click value."""
+    chex.assert_rank(q, 1)
+    chex.assert_axis_dimension(q, 0, weights.shape[0] + 1)
+    probs = slate_choice_probabilities(weights, no_click_weight, slate)
+    return jnp.dot(probs, q[jnp.append(slate, q.shape[0] - 1)])
+
+
+def exact_slate(q, weights, no_click_weight, slate_size: int):
+    """The slate of `slate_size` distinct candidates maximising `slate_value`, by Dinkelbach's
+    iteration: for the best value R so far, the slate maximising
+    w_0 (Qbar_⊥ - R) + sum_{i in A} w_i (Qbar_i - R) is the top k of w_i (Qbar_i - R); its value
+    is the next R; stop when R no longer rises (it rises strictly, over finitely many slates)."""
+    chex.assert_rank([q, weights, no_click_weight], [1, 1, 0])
+
+    def best_slate(r):
+        return jax.lax.top_k(weights * (q[:-1] - r), slate_size)[1]
+
+    def improve(carry):
+        r, slate, _ = carry
+        new_slate = best_slate(r)
+        new_r = slate_value(q, weights, no_click_weight, new_slate)
+        better = new_r > r
+        return jnp.where(better, new_r, r), jnp.where(better, new_slate, slate), better
+
+    slate = best_slate(q[-1])
+    start = (slate_value(q, weights, no_click_weight, slate), slate, jnp.bool_(True))
+    return jax.lax.while_loop(lambda carry: carry[2], improve, start)[1].astype(jnp.int32)
+
+
+def top_k_slate(q, weights, no_click_weight, slate_size: int):
+    """The `slate_size` candidates with the largest w_i Qbar(x, i) (the paper's top-k)."""
+    chex.assert_rank([q, weights], 1)
+    return jax.lax.top_k(weights * q[:-1], slate_size)[1].astype(jnp.int32)
+
+
+def greedy_slate(q, weights, no_click_weight, slate_size: int):
+    """Add `slate_size` candidates one at a time, each the one that maximises the value of the
+    slate so far with it (the paper's greedy)."""
+    chex.assert_rank([q, weights, no_click_weight], [1, 1, 0])
+    numerator, denominator = no_click_weight * q[-1], no_click_weight
+    taken = jnp.zeros(weights.shape, bool)
+    slate = []
+    for _ in range(slate_size):
+        values = (numerator + weights * q[:-1]) / (denominator + weights)
+        item = jnp.argmax(jnp.where(taken, -jnp.inf, values))
+        numerator, denominator = numerator + weights[item] * q[item], denominator + weights[item]
+        taken = taken.at[item].set(True)
+        slate.append(item)
+    return jnp.stack(slate).astype(jnp.int32)
+
+
+SLATE_OPTIMIZERS = {"exact": exact_slate, "top_k": top_k_slate, "greedy": greedy_slate}
+
+
+def item_target(reward, discount, next_q, next_weights, next_no_click_weight, next_slate):
+    """The chosen item's TD target r + discount * Q(x', A') (`discount` is gamma, 0 where the
+    episode terminated)."""
+    chex.assert_rank([reward, discount], 0)
+    return reward + discount * slate_value(next_q, next_weights, next_no_click_weight, next_slate)
+
+
+def chosen_item(slate, slot_clicks, num_candidates: int):
+    """Index into the item values (C + 1,) of what the user picked: the clicked slot's
+    candidate, or C (⊥) when no slot was clicked."""
+    chex.assert_rank([slate, slot_clicks], 1)
+    chex.assert_equal_shape([slate, slot_clicks])
+    clicked = slot_clicks > 0
+    return jnp.where(jnp.any(clicked), slate[jnp.argmax(clicked)], num_candidates).astype(jnp.int32)
+
+
+# --- network, config, learner ---------------------------------------------------------------
+
+class UserItemQNetwork(nn.Module):
+    """Item values (..., C + 1) of an observation (..., 1 + C, F): candidate i's is an MLP of
+    [user, candidate, user * candidate] (the same MLP for every candidate, so the values are
+    permutation-equivariant), the no-click value an MLP of the user row."""
+
+    hidden_size: int = 64
+
+    @nn.compact
+    def __call__(self, obs):
+        h = self.hidden_size
+        user = jnp.broadcast_to(obs[..., :1, :], obs[..., 1:, :].shape)
+        items = jnp.concatenate([user, obs[..., 1:, :], user * obs[..., 1:, :]], axis=-1)
+        item_q = MLP((h, h, 1))(items)[..., 0]
+        return jnp.concatenate([item_q, MLP((h, h, 1))(obs[..., 0, :])], axis=-1)
+
+
+@struct.dataclass
+class SlateQConfig(UpdateCount):
+    """SlateQ hyperparameters; defaults are for InterestEvolution-v0 (10 candidates, slate 2)
+    on a 2-core CPU. Epsilon and the target network as in `dqn.DQNConfig`; `gamma` 0 is
+    myopic SlateQ."""
+
+    lr: float = 1e-3
+    gamma: float = 0.99
+    tau: float = 1.0
+    epsilon_start: float = 1.0
+    epsilon_end: float = 0.05
+    epsilon_decay_fraction: float = 0.25
+    max_grad_norm: float = 10.0
+    num_envs: int = struct.field(pytree_node=False, default=16)
+    total_timesteps: int = struct.field(pytree_node=False, default=200_000)
+    buffer_size: int = struct.field(pytree_node=False, default=20_000)  # transitions, all envs
+    batch_size: int = struct.field(pytree_node=False, default=64)
+    learning_starts: int = struct.field(pytree_node=False, default=2_000)  # env steps, all envs
+    train_frequency: int = struct.field(pytree_node=False, default=1)  # steps per env per update
+    gradient_steps: int = struct.field(pytree_node=False, default=1)  # per update
+    target_update_interval: int = struct.field(pytree_node=False, default=250)  # gradient steps
+    target: str = struct.field(pytree_node=False, default="q_learning")  # or "sarsa"
+    slate_optimizer: str = struct.field(pytree_node=False, default="exact")  # or "top_k", "greedy"
+    double_q: bool = struct.field(pytree_node=False, default=True)
+    epsilon_schedule: str = struct.field(pytree_node=False, default="linear")
+    hidden_size: int = struct.field(pytree_node=False, default=64)
+    anneal_lr: bool = struct.field(pytree_node=False, default=True)
+
+    @property
+    def steps_per_update(self) -> int:
+        """Env steps per update (all envs together)."""
+        return self.num_envs * self.train_frequency
+
+    @property
+    def num_gradient_steps(self) -> int:
+        """Gradient steps in a full run (as `dqn.DQNConfig.num_gradient_steps`, windows of 2)."""
+        first = max(-(-self.learning_starts // self.steps_per_update),
+                    -(-2 // self.train_frequency), 1)
+        return self.gradient_steps * max(0, self.num_updates - first + 1)
+
+    @property
+    def buffer_rows(self) -> int:
+        """Buffer capacity in rows of `num_envs` transitions."""
+        return self.buffer_size // self.num_envs
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first invalid field; traced (vmapped) values are skipped."""
+        check_choice(self, "target", TARGETS)
+        check_choice(self, "slate_optimizer", SLATE_OPTIMIZERS)
+        check_choice(self, "epsilon_schedule", EPSILON_SCHEDULES)
+        check_bools(self, "double_q", "anneal_lr")
+        check_config(self, SLATEQ_RULES)
+        check_one_update(self, self.steps_per_update, "num_envs * train_frequency")
+        if self.buffer_rows < 2:
+            raise ValueError(f"buffer_size ({self.buffer_size}) must hold at least 2 steps of all "
+                             f"num_envs ({self.num_envs}) envs")
+
+
+SLATEQ_RULES = {
+    **{name: POSITIVE_INT for name in ("num_envs", "total_timesteps", "buffer_size", "batch_size",
+                                       "train_frequency", "gradient_steps",
+                                       "target_update_interval", "hidden_size")},
+    "learning_starts": NON_NEGATIVE_INT,
+    "lr": POSITIVE, "gamma": in_range(0, 1, high_open=True), "tau": DISCOUNT,
+    "epsilon_start": UNIT_INTERVAL, "epsilon_end": UNIT_INTERVAL,
+    "epsilon_decay_fraction": DISCOUNT, "max_grad_norm": POSITIVE}
+
+
+def epsilon(config: SlateQConfig, env_steps) -> jax.Array:
+    """Exploration rate after `env_steps` env steps (all envs), by `config.epsilon_schedule`."""
+    progress = env_steps / (config.epsilon_decay_fraction * config.total_timesteps)
+    return epsilon_schedule(config.epsilon_schedule, jnp.asarray(config.epsilon_start, jnp.float32),
+                            jnp.asarray(config.epsilon_end, jnp.float32), progress)
+
+
+class Transition(NamedTuple):
+    obs: jax.Array  # observation the slate was shown in
+    slate: jax.Array  # (slate_size,) shown candidates
+    chosen: jax.Array  # the candidate picked, or C for no click (int32)
+    reward: jax.Array
+    terminated: jax.Array  # the MDP ended: no bootstrap
+    done: jax.Array  # terminated or truncated: the next row is another episode
+    final_obs: jax.Array  # the step's true next observation (pre-reset where the episode ended)
+
+
+class TrainState(NamedTuple):
+    params: Any  # online network parameters
+    target_params: Any
+    opt_state: Any
+    grad_steps: jax.Array  # gradient steps done so far (int32)
+
+
+class RunnerState(NamedTuple):
+    train_state: TrainState
+    buffer: ReplayBuffer
+    loop: LoopState
+
+
+def env_spec(env, env_params) -> tuple[int, int]:
+    """`(num_candidates, slate_size)` of an env SlateQ supports (slate_size 0 for a Discrete
+    action); a ValueError that says what is missing otherwise."""
+    space = env.action_space(env_params)
+    if isinstance(space, Slate):
+        num_candidates, slate_size = space.n, space.slate_size
+    elif isinstance(space, spaces.Discrete):
+        num_candidates, slate_size = space.n, 0
+    else:
+        raise ValueError(f"SlateQ needs a Slate or Discrete action space; {env.name} has {space!r}")
+    obs_space = env.observation_space(env_params)
+    if not isinstance(obs_space, spaces.Box) or len(obs_space.shape) != 2 \
+            or obs_space.shape[0] != num_candidates + 1:
+        raise ValueError(f"SlateQ needs a Box observation (1 + num_candidates, features) = "
+                         f"({num_candidates + 1}, F), row 0 the user; {env.name} has {obs_space!r}")
+    if not callable(getattr(env, "choice_model", None)):
+        raise ValueError(f"SlateQ needs the env's choice model, a method env.choice_model(obs, "
+                         f"env_params) -> (weights, no_click_weight); {env.name} has none")
+    key = jax.random.key(0)
+    obs, state = jax.eval_shape(env.reset, key, env_params)
+    info = jax.eval_shape(env.step, key, state, space.sample(key), env_params)[-1]
+    if "slot_clicks" not in info or info["slot_clicks"].shape != (max(slate_size, 1),):
+        raise ValueError(f"SlateQ needs info['slot_clicks'] of shape ({max(slate_size, 1)},), a "
+                         f"one-hot of the clicked slot; {env.name}'s info has "
+                         f"{ {k: v.shape for k, v in info.items() if hasattr(v, 'shape')} }")
+    return num_candidates, slate_size
+
+
+def select_slate(key, q, weights, no_click_weight, eps, slate_size: int, optimizer: str):
+    """Epsilon-greedy slate of one observation: with probability `eps` a uniformly random slate
+    of distinct candidates, else `optimizer`'s slate for the item values `q`."""
+    k_coin, k_random = jax.random.split(key)
+    random_slate = jax.lax.top_k(jax.random.uniform(k_random, weights.shape), slate_size)[1]
+    greedy = SLATE_OPTIMIZERS[optimizer](q, weights, no_click_weight, slate_size)
+    return jnp.where(jax.random.uniform(k_coin) < eps, random_slate.astype(jnp.int32), greedy)
+
+
+def network_params(runner_state: RunnerState):
+    """The online network parameters of a runner state (batched if the state is)."""
+    return runner_state.train_state.params
+
+
+def make_policy(config: SlateQConfig, env, network_params, deterministic: bool = False):
+    """`policy_fn(key, obs, env_state, env_params) -> action` for one unbatched env: the
+    config's slate optimiser under the env's choice model, epsilon-greedy at the schedule's
+    final epsilon, or greedy if `deterministic`. A `jax.tree_util.Partial` over the weights
+    and epsilon, so one compilation serves many weight sets (as `dqn.make_policy`)."""
+    _, slate_size = env_spec(env, env.default_params)
+    eps = jnp.zeros((), jnp.float32) if deterministic else epsilon(config, config.total_timesteps)
+    return jax.tree_util.Partial(_policy_fn(env, config.hidden_size, slate_size,
+                                            config.slate_optimizer), network_params, eps)
+
+
+@functools.cache
+def _policy_fn(env, hidden_size: int, slate_size: int, optimizer: str):
+    """One function object per env, network size, action kind and optimiser."""
+    network = UserItemQNetwork(hidden_size)
+
+    def policy_fn(network_params, eps, key, obs, env_state, env_params):
+        weights, no_click_weight = env.choice_model(obs, env_params)
+        slate = select_slate(key, network.apply(network_params, obs), weights, no_click_weight,
+                             eps, max(slate_size, 1), optimizer)
+        return slate if slate_size else slate[0]
+
+    return policy_fn
+
+
+def make_learner(config: SlateQConfig, env, env_params) -> Learner:
+    """SlateQ as a `Learner`: `init(key)` -> runner state, `update(state)` -> (state, metrics).
+
+    One update: `train_frequency` epsilon-greedy steps of all `num_envs` envs into the
+    buffer, then (once `learning_starts` env steps are done) `gradient_steps` gradient steps
+    on batches of (transition, next transition) pairs.
+    """
+    config.validate()
+    num_candidates, slate_size = env_spec(env, env_params)
+    k = max(slate_size, 1)
+    network = UserItemQNetwork(config.hidden_size)
+    optimize = functools.partial(SLATE_OPTIMIZERS[config.slate_optimizer], slate_size=k)
+    choice_model = jax.vmap(env.choice_model, in_axes=(0, None))
+    env_loop = make_env_loop(env, env_params, config.num_envs)
+    tx = make_optimizer(config.lr, config.max_grad_norm, config.anneal_lr,
+                        max(1, config.num_gradient_steps))
+
+    def init(key):
+        k_net, k_loop = jax.random.split(key)
+        loop = env_loop.init(k_loop)
+        params = network.init(k_net, loop.obs[0])
+        train_state = TrainState(params, params, tx.init(params), jnp.int32(0))
+        n = config.num_envs
+        false, zeros = jnp.zeros(n, bool), jnp.zeros(n, jnp.int32)
+        row = Transition(loop.obs, jnp.zeros((n, k), jnp.int32), zeros, jnp.zeros(n, jnp.float32),
+                         false, false, loop.obs)
+        return RunnerState(train_state, buffer_init(row, config.buffer_rows), loop)
+
+    def act(carry, key, obs, _):
+        params, eps, buffer = carry
+        weights, no_click_weight = choice_model(obs, env_params)
+        slate = jax.vmap(select_slate, in_axes=(0, 0, 0, 0, None, None, None))(
+            jax.random.split(key, obs.shape[0]), network.apply(params, obs), weights,
+            no_click_weight, eps, k, config.slate_optimizer)
+        return (slate if slate_size else slate[:, 0]), carry, slate
+
+    def observe(carry, slate, step, _):
+        params, eps, buffer = carry
+        chosen = jax.vmap(chosen_item, in_axes=(0, 0, None))(
+            slate, step.info["slot_clicks"], num_candidates)
+        row = Transition(step.obs, slate, chosen, step.reward, step.terminated, step.done,
+                         step.final_obs)
+        return (params, eps, buffer_add(buffer, row)), None
+
+    def target(params, target_params, pair: Transition):
+        """The TD target of a pair's first transition (leaves (2, ...))."""
+        now = jax.tree.map(lambda x: x[0], pair)
+        weights, no_click_weight = env.choice_model(now.final_obs, env_params)
+        next_q = network.apply(target_params, now.final_obs)
+        chooser_q = network.apply(params, now.final_obs) if config.double_q else next_q
+        next_slate = optimize(chooser_q, weights, no_click_weight)
+        if config.target == "sarsa":  # the slate shown next, unless the episode ended here
+            next_slate = jnp.where(now.done, next_slate, pair.slate[1])
+        discount = config.gamma * (1.0 - now.terminated.astype(jnp.float32))
+        return item_target(now.reward, discount, next_q, weights, no_click_weight, next_slate)
+
+    def loss_fn(params, target_params, pairs: Transition):
+        q = network.apply(params, pairs.obs[:, 0])
+        q_chosen = jnp.take_along_axis(q, pairs.chosen[:, 0, None], axis=-1)[:, 0]
+        targets = jax.vmap(target, in_axes=(None, None, 0))(params, target_params, pairs)
+        loss = 0.5 * jnp.mean(jnp.square(q_chosen - jax.lax.stop_gradient(targets)))
+        return loss, {"loss": loss, "q_mean": jnp.mean(q_chosen), "target_mean": jnp.mean(targets)}
+
+    def gradient_step(carry, key):
+        train_state, buffer = carry
+        pairs = buffer_sample(buffer, key, config.batch_size, 2)
+        grads, losses = jax.grad(loss_fn, has_aux=True)(train_state.params,
+                                                        train_state.target_params, pairs)
+        updates, opt_state = tx.update(grads, train_state.opt_state, train_state.params)
+        params = optax.apply_updates(train_state.params, updates)
+        grad_steps = train_state.grad_steps + 1
+        target_params = jax.lax.cond(
+            grad_steps % config.target_update_interval == 0,
+            lambda: optax.incremental_update(params, train_state.target_params, config.tau),
+            lambda: train_state.target_params)
+        return (TrainState(params, target_params, opt_state, grad_steps), buffer), losses
+
+    def learn(train_state, buffer, key):
+        (train_state, _), losses = jax.lax.scan(
+            gradient_step, (train_state, buffer), jax.random.split(key, config.gradient_steps))
+        return train_state, jax.tree.map(jnp.mean, losses)
+
+    def skip(train_state, buffer, key):
+        zero = jnp.zeros((), jnp.float32)
+        return train_state, {"loss": zero, "q_mean": zero, "target_mean": zero}
+
+    def update(runner: RunnerState):
+        eps = epsilon(config, runner.loop.update_step * config.steps_per_update)
+        (_, _, buffer), loop, _, episodes = env_loop.collect(
+            act, observe, (runner.train_state.params, eps, runner.buffer), runner.loop,
+            config.train_frequency)
+        key, k_learn = jax.random.split(loop.key)
+        loop, metrics = env_loop.finish(loop._replace(key=key), episodes)
+        ready = (metrics["env_steps"] >= config.learning_starts) & (buffer.size >= 2)
+        train_state, losses = jax.lax.cond(ready, learn, skip, runner.train_state, buffer, k_learn)
+        return RunnerState(train_state, buffer, loop), {**metrics, **losses, "epsilon": eps}
+
+    return Learner(init=init, update=update, num_updates=config.num_updates,
+                   steps_per_update=config.steps_per_update)
+
+
+def make_train(config: SlateQConfig, env, env_params):
+    """`train(key) -> (final RunnerState, metrics)`, metrics stacked over updates."""
+    return train_fn(make_learner(config, env, env_params))
