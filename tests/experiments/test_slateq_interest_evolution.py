@@ -6,6 +6,7 @@ import math
 import pytest
 
 from experiments import slateq_interest_evolution
+from tests.helpers import run_quickly
 
 LEARNERS = {"SlateQ", "myopic SlateQ", "slate DQN", "PPO"}
 BASELINES = {"quality oracle", "random"}
@@ -13,9 +14,9 @@ BASELINES = {"quality oracle", "random"}
 
 @pytest.mark.slow
 def test_writes_table_and_figure_with_every_policy(tmp_path):
-    summary = slateq_interest_evolution.main(["--seeds", "2", "--total-steps", "8192",
-                                              "--episodes", "20", "--num-candidates", "5",
-                                              "--out", str(tmp_path)])
+    summary = run_quickly("experiments.slateq_interest_evolution",
+                          ["--seeds", "2", "--total-steps", "8192", "--episodes", "20",
+                           "--num-candidates", "5", "--out", str(tmp_path)])
     gap = summary.pop("gap")
     assert set(summary) == LEARNERS | BASELINES
     table = (tmp_path / "slateq_interest_evolution.md").read_text()
