@@ -137,21 +137,17 @@ class AdBidding(HorizonEndsEpisode, CompareByArgs, environment.Environment[EnvSt
         phase = 2.0 * jnp.pi * t / self.num_steps
         traffic = params.traffic_base * jnp.exp(params.day_traffic_sigma * day_traffic) * (
             1.0 + params.traffic_amplitude * jnp.cos(phase - 2.0 * jnp.pi * params.traffic_peak))
-        day_log_price = jnp.log(params.price_median) + params.day_price_sigma * day_price
-        competition = params.competition_amplitude * jnp.cos(
-            phase - 2.0 * jnp.pi * params.competition_peak)
-        # computed once per step: left to itself XLA fuses these scalars into the per-auction
-        # loop and recomputes them (a normal draw and a cosine each) for every auction
-        traffic, day_log_price, competition = jax.lax.optimization_barrier(
-            (traffic, day_log_price, competition))
         active = jax.random.uniform(k_arrive, (n,)) < traffic
         ctr = jnp.minimum(
             params.ctr_median * jnp.exp(params.ctr_sigma * jax.random.normal(k_ctr, (n,))), 1.0)
         cvr = jnp.minimum(
             params.cvr_median * jnp.exp(params.cvr_sigma * jax.random.normal(k_cvr, (n,))), 1.0)
         value = active * ctr * (params.value_per_click + params.value_per_conversion * cvr)
-        log_price = (day_log_price + params.price_value_corr * jnp.log(ctr / params.ctr_median)
-                     + competition + params.price_sigma * jax.random.normal(k_price, (n,)))
+        log_price = (jnp.log(params.price_median) + params.day_price_sigma * day_price
+                     + params.price_value_corr * jnp.log(ctr / params.ctr_median)
+                     + params.competition_amplitude
+                     * jnp.cos(phase - 2.0 * jnp.pi * params.competition_peak)
+                     + params.price_sigma * jax.random.normal(k_price, (n,)))
         return {"active": active, "ctr": ctr, "cvr": cvr, "value": value.astype(jnp.float32),
                 "price": jnp.exp(log_price).astype(jnp.float32)}
 
