@@ -1,8 +1,9 @@
 """ecomrl_jax: JAX reinforcement learning for e-commerce."""
 
-from ecomrl_jax.xla import add_cpu_flags
+from ecomrl_jax.xla import add_cpu_flags, unroll_cpu_threefry
 
 add_cpu_flags()  # first: importing gymnax below starts jax's backend, which reads XLA_FLAGS once
+unroll_cpu_threefry()
 
 from ecomrl_jax.envs.ads import AdBidding  # noqa: E402
 from ecomrl_jax.envs.bandits import (  # noqa: E402

@@ -1,7 +1,9 @@
 """Env steps/s of every registered env under jit(scan(vmap(step))) with random valid actions.
 
 Compile time is measured separately with AOT `lower().compile()`; only compiled code is
-timed. Writes `<out>/env_throughput.json` and `<out>/env_throughput.md`. Run it as
+timed. Each row also gives the env's speed as a multiple of gymnax's CartPole-v1 measured by
+the same harness at the same batch size in the same run, which makes runs on different
+machines or under different load comparable. Writes `<out>/env_throughput.json` and `<out>/env_throughput.md`. Run it as
 `ecomrl bench` or `python -m benchmarks.env_throughput` (a script on top of this module).
 """
 
@@ -12,9 +14,12 @@ import platform
 import time
 from pathlib import Path
 
+import gymnax
 import jax
 
 import ecomrl_jax
+
+REFERENCE = "CartPole-v1"  # gymnax's; every row gives its speed as a multiple of this env's
 
 
 def make_rollout(env, params, batch_size: int, num_steps: int):
@@ -39,8 +44,9 @@ def make_rollout(env, params, batch_size: int, num_steps: int):
 
 
 def measure(env_id: str, batch_size: int, num_steps: int, repeats: int) -> dict:
-    """Compile seconds and best-of-`repeats` env steps/s for one env and batch size."""
-    env, params = ecomrl_jax.make(env_id)
+    """Compile seconds and best-of-`repeats` env steps/s for one env (an ecomrl_jax id, or
+    REFERENCE from gymnax) and batch size."""
+    env, params = gymnax.make(env_id) if env_id == REFERENCE else ecomrl_jax.make(env_id)
     rollout = make_rollout(env, params, batch_size, num_steps)
     start = time.perf_counter()
     compiled = jax.jit(rollout).lower(jax.random.key(0)).compile()
@@ -56,10 +62,11 @@ def measure(env_id: str, batch_size: int, num_steps: int, repeats: int) -> dict:
 
 
 def to_markdown(rows: list[dict], device: str) -> str:
-    lines = [f"Env throughput on {device} (jit(scan(vmap(step))), random valid actions)", "",
-             "| env | batch | steps/s | compile s |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['env']} | {r['batch_size']} | {r['steps_per_s']:,.0f} | {r['compile_s']:.2f} |"
-              for r in rows]
+    lines = [f"Env throughput on {device} (jit(scan(vmap(step))), random valid actions); "
+             f"x {REFERENCE}: steps/s over gymnax's {REFERENCE} at the same batch size, same run",
+             "", f"| env | batch | steps/s | x {REFERENCE} | compile s |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['env']} | {r['batch_size']} | {r['steps_per_s']:,.0f} | "
+              f"{r['vs_reference']:.3g} | {r['compile_s']:.2f} |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -83,15 +90,23 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[dict]
     if any(b < 1 for b in args.batch_sizes) or args.num_steps < 1 or args.repeats < 1:
         parser.error("batch sizes, --num-steps and --repeats must be positive")
     device = f"{jax.devices()[0].device_kind} ({jax.default_backend()}, {platform.machine()}, {os.cpu_count()} cores)"
+    reference = {b: measure(REFERENCE, b, args.num_steps, args.repeats)["steps_per_s"]
+                 for b in args.batch_sizes}
+    for batch_size, speed in reference.items():
+        print(f"{REFERENCE + ' (gymnax)':26s} batch {batch_size:7d}: {speed:14,.0f} steps/s", flush=True)
     rows = []
     for env_id in env_ids:
         for batch_size in args.batch_sizes:
-            rows.append(measure(env_id, batch_size, args.num_steps, args.repeats))
-            r = rows[-1]
-            print(f"{env_id:20s} batch {batch_size:7d}: {r['steps_per_s']:14,.0f} steps/s, "
-                  f"compile {r['compile_s']:.2f} s", flush=True)
+            r = measure(env_id, batch_size, args.num_steps, args.repeats)
+            r["vs_reference"] = r["steps_per_s"] / reference[batch_size]
+            rows.append(r)
+            print(f"{env_id:26s} batch {batch_size:7d}: {r['steps_per_s']:14,.0f} steps/s "
+                  f"({r['vs_reference']:.3g} x {REFERENCE}), compile {r['compile_s']:.2f} s",
+                  flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "env_throughput.json").write_text(json.dumps({"device": device, "results": rows}, indent=2))
+    (args.out / "env_throughput.json").write_text(json.dumps(
+        {"device": device, "reference": {"env": REFERENCE, "steps_per_s": reference},
+         "results": rows}, indent=2))
     (args.out / "env_throughput.md").write_text(to_markdown(rows, device))
     return rows
 

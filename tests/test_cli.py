@@ -5,6 +5,7 @@ import json
 import shutil
 
 import jax
+import numpy as np
 import pytest
 
 from ecomrl_jax import checkpoint
@@ -173,7 +174,13 @@ def test_bench_writes_json_and_markdown(tmp_path, capsys):
     results = json.loads((tmp_path / "env_throughput.json").read_text())["results"]
     assert [(r["env"], r["batch_size"], r["num_steps"]) for r in results] == [("ShopperRec-v0", 2, 3)]
     assert results[0]["steps_per_s"] > 0 and results[0]["compile_s"] > 0
-    assert "| ShopperRec-v0 | 2 |" in (tmp_path / "env_throughput.md").read_text()
+    reference = json.loads((tmp_path / "env_throughput.json").read_text())["reference"]
+    assert reference["env"] == "CartPole-v1"  # gymnax's, measured by the same harness
+    np.testing.assert_allclose(results[0]["vs_reference"],
+                               results[0]["steps_per_s"] / reference["steps_per_s"]["2"])
+    table = (tmp_path / "env_throughput.md").read_text()
+    assert "| ShopperRec-v0 | 2 |" in table and "x CartPole-v1 |" in table
+    assert "CartPole-v1 (gymnax)" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -52,3 +52,20 @@ def test_xla_reads_its_flags_when_jax_starts_not_at_import():
     too_late = ("import os, jax; jax.numpy.ones(1); os.environ['XLA_FLAGS'] = '--no_such_flag'; "
                 "print(jax.numpy.ones(2).sum())")
     assert python(too_late, None).stdout.strip() == "2.0"
+
+
+# draws and whether their lowering loops; run with and without ecomrl_jax imported
+DRAWS = ("import jax, numpy as np; k = jax.random.key(3); "
+         "print('while' in jax.jit(jax.random.normal).lower(k).as_text(), "
+         "np.asarray(jax.random.key_data(jax.random.split(k, 3))).tolist(), "
+         "np.asarray(jax.vmap(lambda k: jax.random.normal(k, (5,)))(jax.random.split(k))).tolist())")
+
+
+def test_threefry_is_unrolled_on_cpu_with_the_same_numbers():
+    """Importing ecomrl_jax swaps jax's rolled CPU threefry loop for the unrolled lowering of
+    GPUs and TPUs: no loop left, and the keys and numbers of plain jax, bit for bit."""
+    plain = python(DRAWS, None)
+    ours = python("import ecomrl_jax; " + DRAWS, None)
+    assert plain.returncode == ours.returncode == 0, plain.stderr + ours.stderr
+    assert plain.stdout.startswith("True ") and ours.stdout.startswith("False ")
+    assert plain.stdout[len("True "):] == ours.stdout[len("False "):]

@@ -218,7 +218,8 @@ class Softmax:
 class BernoulliThompson:
     """Beta-Bernoulli Thompson sampling. A bounded reward r in [low, high] becomes a Bernoulli
     trial with success probability (r - low) / (high - low) (Agrawal & Goyal 2012), which is r
-    itself on a Bernoulli bandit; unbounded envs are refused."""
+    itself on a Bernoulli bandit; unbounded envs are refused. Posterior draws come from
+    `sample_beta` (the law of `jax.random.beta`, several times faster)."""
 
     prior_alpha: float = 1.0
     prior_beta: float = 1.0
@@ -236,7 +237,7 @@ class BernoulliThompson:
                          low=jnp.asarray(low, jnp.float32), high=jnp.asarray(high, jnp.float32))
 
     def select(self, state: BetaState, key, contexts) -> jax.Array:
-        return jnp.argmax(jax.random.beta(key, state.alpha, state.beta)).astype(jnp.int32)
+        return jnp.argmax(sample_beta(key, state.alpha, state.beta)).astype(jnp.int32)
 
     def update(self, state: BetaState, key, arm, contexts, reward) -> BetaState:
         p = jnp.clip((reward - state.low) / jnp.maximum(state.high - state.low, 1e-12), 0.0, 1.0)
@@ -244,6 +245,62 @@ class BernoulliThompson:
         pulled = jnp.arange(state.alpha.shape[0]) == arm
         return state.replace(alpha=state.alpha + jnp.where(pulled, success, 0.0),
                              beta=state.beta + jnp.where(pulled, 1.0 - success, 0.0))
+
+
+def sample_beta(key: jax.Array, a: jax.Array, b: jax.Array, proposals: int = 3) -> jax.Array:
+    """Beta(a, b) draws (float32, a and b > 0, broadcast together), exact: Ga / (Ga + Gb) with
+    each gamma drawn by Marsaglia & Tsang's (2000) rejection method, in log space.
+
+    Same law as `jax.random.beta` (other numbers), several times faster under vmap: every gamma
+    tries `proposals` candidates at once, and only if some gamma in the batch rejected them all
+    does a loop draw one more candidate for every gamma until each has accepted one (each keeps
+    its first accepted candidate). `jax.random.gamma` instead loops per element with a key
+    split on every try.
+    """
+    a, b = jnp.broadcast_arrays(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32))
+    log_g = _log_gamma(key, jnp.concatenate([a.reshape(-1), b.reshape(-1)]), proposals)
+    log_ga, log_gb = log_g.reshape((2,) + a.shape)
+    return jax.nn.sigmoid(log_ga - log_gb)  # Ga / (Ga + Gb), finite even when both underflow
+
+
+def _log_gamma(key: jax.Array, alpha: jax.Array, proposals: int) -> jax.Array:
+    """log of Gamma(alpha, 1) draws for a flat `alpha` > 0 (Marsaglia & Tsang), each drawn as
+    Gamma(alpha + 1) * W^(1 / alpha) with W uniform: valid for alpha < 1, where the method itself
+    fails, and above 1 it raises the acceptance rate (95% at shape 1, 98% at 2). W is the
+    accepted candidate's own test uniform divided by its acceptance probability, which given
+    acceptance is uniform and independent of the candidate, so it costs no random number."""
+    d = alpha + 1.0 - 1.0 / 3.0
+    c = jax.lax.rsqrt(9.0 * d)
+    log_d, inv_alpha = jnp.log(d), 1.0 / alpha
+    n = alpha.shape[0]
+
+    def candidates(key, k):
+        """(log gamma, accepted) of the first accepted of k candidates per gamma."""
+        k_normal, k_uniform = jax.random.split(key)
+        # flat draws: under vmap XLA on CPU generates them several times faster than 2-D ones
+        x = jax.random.normal(k_normal, (k * n,)).reshape(k, n)
+        log_u = jnp.log1p(-jax.random.uniform(k_uniform, (k * n,))).reshape(k, n)  # U in (0, 1]
+        v = (1.0 + c * x) ** 3
+        log_v = jnp.log(jnp.where(v > 0.0, v, 1.0))
+        log_accept = 0.5 * x * x + d - d * v + d * log_v  # log P(accept | x), <= 0
+        accepted = (v > 0.0) & (log_u < log_accept)
+        log_g = log_d + log_v + (log_u - log_accept) * inv_alpha
+        first, any_accepted = log_g[k - 1], accepted[k - 1]
+        for i in range(k - 2, -1, -1):
+            first = jnp.where(accepted[i], log_g[i], first)
+            any_accepted = any_accepted | accepted[i]
+        return first, any_accepted
+
+    k_first, k_retry = jax.random.split(key)
+
+    def retry(carry):
+        log_g, done, i = carry
+        new, new_ok = candidates(jax.random.fold_in(k_retry, i), 1)
+        return jnp.where(done, log_g, new), done | new_ok, i + 1
+
+    log_g, done = candidates(k_first, proposals)
+    log_g, _, _ = jax.lax.while_loop(lambda c: ~jnp.all(c[1]), retry, (log_g, done, 0))
+    return log_g
 
 
 @struct.dataclass

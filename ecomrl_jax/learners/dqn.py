@@ -44,7 +44,7 @@ from ecomrl_jax.learners.config import (EPSILON_SCHEDULES, UpdateCount, check_bo
                                         make_optimizer)
 from ecomrl_jax.learners.loop import Learner, LoopState, make_env_loop, train_fn
 from ecomrl_jax.learners.networks import make_q_network
-from ecomrl_jax.learners.replay import ReplayBuffer, buffer_add, buffer_init, buffer_sample
+from ecomrl_jax.learners.replay import ReplayBuffer, buffer_add, buffer_init, sample_windows
 from ecomrl_jax.learners.targets import (action_value, double_dqn_target, first_done, greedy_action,
                                          n_step_return, td_target)
 from ecomrl_jax.rules import (DISCOUNT, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL,
@@ -157,6 +157,17 @@ class Transition(NamedTuple):
     final_obs: Any  # the step's true next observation (pre-reset where the episode ended)
 
 
+class Windows(NamedTuple):
+    """A batch of n-step windows (B of them) with only the observations the loss reads."""
+
+    obs: Any  # (B, ...) observation of the window's first step
+    action: jax.Array  # (B, n, ...)
+    reward: jax.Array  # (B, n)
+    terminated: jax.Array  # (B, n)
+    done: jax.Array  # (B, n)
+    final_obs: Any  # (B, ...) final observation of the window's first done step (else its last)
+
+
 class TrainState(NamedTuple):
     params: Any  # online network parameters
     target_params: Any
@@ -256,21 +267,32 @@ def make_learner(config: DQNConfig, env, env_params) -> Learner:
         row = Transition(step.obs, action, step.reward, step.terminated, step.done, step.final_obs)
         return (params, eps, buffer_add(buffer, row)), None
 
-    def window_target(params, target_params, window: Transition):
-        """The n-step target of one window (leaves (n, ...))."""
-        reward, discount = n_step_return(window.reward, window.terminated, window.done,
-                                         config.gamma)
-        final_obs = jax.tree.map(lambda x: x[first_done(window.done)], window.final_obs)
+    def sample(buffer: ReplayBuffer, key) -> Windows:
+        """Uniform n-step windows, gathering the observation of each window's first step and
+        the final observation of its first done step only (not all n of each)."""
+        rows, env = sample_windows(buffer, key, config.batch_size, n)
+        data = buffer.data
+        at = lambda tree, r: jax.tree.map(lambda d: d[r, env], tree)  # noqa: E731
+        window = lambda d: d[rows, env[:, None]]  # noqa: E731  (B, n, ...)
+        done = window(data.done)
+        last = jnp.take_along_axis(rows, jax.vmap(first_done)(done)[:, None], axis=1)[:, 0]
+        return Windows(at(data.obs, rows[:, 0]), window(data.action), window(data.reward),
+                       window(data.terminated), done, at(data.final_obs, last))
+
+    def window_target(params, target_params, reward, terminated, done, final_obs):
+        """The n-step target of one window ((n,) rewards and flags, its final observation)."""
+        reward, discount = n_step_return(reward, terminated, done, config.gamma)
         next_q_target = network.apply(target_params, final_obs)
         if config.double_dqn:
             return double_dqn_target(reward, discount, network.apply(params, final_obs),
                                      next_q_target, slate_size)
         return td_target(reward, discount, next_q_target, slate_size)
 
-    def loss_fn(params, target_params, window: Transition):
-        q = network.apply(params, jax.tree.map(lambda x: x[:, 0], window.obs))
+    def loss_fn(params, target_params, window: Windows):
+        q = network.apply(params, window.obs)
         q_taken = jax.vmap(action_value)(q, window.action[:, 0])
-        target = jax.vmap(window_target, in_axes=(None, None, 0))(params, target_params, window)
+        target = jax.vmap(window_target, in_axes=(None, None, 0, 0, 0, 0))(
+            params, target_params, window.reward, window.terminated, window.done, window.final_obs)
         target = jax.lax.stop_gradient(target)
         if config.loss == "huber":
             loss = jnp.mean(optax.huber_loss(q_taken, target, delta=config.huber_delta))
@@ -280,7 +302,7 @@ def make_learner(config: DQNConfig, env, env_params) -> Learner:
 
     def gradient_step(carry, key):
         train_state, buffer = carry
-        window = buffer_sample(buffer, key, config.batch_size, n)
+        window = sample(buffer, key)
         grads, losses = jax.grad(loss_fn, has_aux=True)(train_state.params,
                                                         train_state.target_params, window)
         updates, opt_state = tx.update(grads, train_state.opt_state, train_state.params)

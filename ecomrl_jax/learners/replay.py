@@ -29,13 +29,21 @@ def buffer_add(buffer: ReplayBuffer, row) -> ReplayBuffer:
     return ReplayBuffer(data, (buffer.position + 1) % capacity, jnp.minimum(buffer.size + 1, capacity))
 
 
-def buffer_sample(buffer: ReplayBuffer, key, batch_size: int, length: int):
-    """`batch_size` windows of `length` consecutive rows of one env, uniform over the
-    (start row, env) pairs whose window is stored; leaves (batch_size, length, ...).
+def sample_windows(buffer: ReplayBuffer, key, batch_size: int, length: int):
+    """Where `batch_size` windows of `length` consecutive rows of one env lie, uniform over the
+    (start row, env) pairs whose window is stored: `(rows (batch_size, length), env
+    (batch_size,))`. Gather only the fields and rows you need (`buffer_sample` takes all).
     Needs `buffer.size >= length`."""
     capacity, num_envs = jax.tree.leaves(buffer.data)[0].shape[:2]
     k_start, k_env = jax.random.split(key)
     start = jax.random.randint(k_start, (batch_size,), 0, buffer.size - length + 1)
     env = jax.random.randint(k_env, (batch_size, 1), 0, num_envs)
     rows = (buffer.position - buffer.size + start[:, None] + jnp.arange(length)) % capacity
-    return jax.tree.map(lambda d: d[rows, env], buffer.data)
+    return rows, env[:, 0]
+
+
+def buffer_sample(buffer: ReplayBuffer, key, batch_size: int, length: int):
+    """`batch_size` windows of `length` consecutive rows of one env (`sample_windows`);
+    leaves (batch_size, length, ...)."""
+    rows, env = sample_windows(buffer, key, batch_size, length)
+    return jax.tree.map(lambda d: d[rows, env[:, None]], buffer.data)

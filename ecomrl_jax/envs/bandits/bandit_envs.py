@@ -23,7 +23,11 @@ from ecomrl_jax.spaces import check_action
 
 @struct.dataclass
 class EnvState(environment.EnvState):
-    contexts: jax.Array  # (num_arms, context_dim) this round's context of each arm
+    # this round's contexts as observed: (context_dim,) when shared by every arm, else
+    # (num_arms * context_dim,) arm by arm; `arm_contexts` gives the (num_arms, context_dim) view.
+    # Flat because gymnax's auto-reset select over a (num_arms, context_dim) leaf is several
+    # times slower under vmap on CPU (a short innermost dimension defeats XLA's vectorisation).
+    contexts: jax.Array
 
 
 @struct.dataclass
@@ -122,8 +126,8 @@ class BanditEnv(CompareByArgs, environment.Environment):
         check(params, self.param_rules, where)
 
     def draw_contexts(self, key: jax.Array, params) -> jax.Array:
-        """(num_arms, context_dim) contexts of a new round."""
-        return jnp.ones((self.num_arms, 1), jnp.float32)
+        """The contexts of a new round, flat as observed (`EnvState.contexts`)."""
+        return jnp.ones((1,), jnp.float32)
 
     def arm_contexts(self, obs: jax.Array) -> jax.Array:
         """(num_arms, context_dim) view of an observation: a shared context is repeated per arm."""
@@ -149,9 +153,7 @@ class BanditEnv(CompareByArgs, environment.Environment):
         return obs, state, reward.astype(jnp.float32), jnp.bool_(False), info
 
     def get_obs(self, state: EnvState, params=None, key=None) -> jax.Array:
-        if self.shared_context:
-            return state.contexts[0]
-        return state.contexts.reshape(-1)
+        return state.contexts
 
     def is_terminated(self, state: EnvState, params) -> jax.Array:
         return jnp.bool_(False)
@@ -267,15 +269,14 @@ class ContextualLinearBandit(BanditEnv):
         return _override(params, overrides, ("context_scale", "noise_std", "max_steps_in_episode"))
 
     def draw_contexts(self, key: jax.Array, params: ContextualParams) -> jax.Array:
-        rows = 1 if self.shared_context else self.num_arms
-        x = params.context_scale * jax.random.normal(key, (rows, self.context_dim))
-        return jnp.broadcast_to(x, (self.num_arms, self.context_dim)).astype(jnp.float32)
+        size = self.context_dim if self.shared_context else self.num_arms * self.context_dim
+        return (params.context_scale * jax.random.normal(key, (size,))).astype(jnp.float32)
 
     def expected_rewards(self, state: EnvState, params: ContextualParams) -> jax.Array:
-        return jnp.sum(params.theta * state.contexts, axis=-1)
+        return jnp.sum(params.theta * self.arm_contexts(state.contexts), axis=-1)
 
     def draw_reward(self, key, state, arm, params):
-        mean = jnp.dot(params.theta[arm], state.contexts[arm])
+        mean = jnp.dot(params.theta[arm], self.arm_contexts(state.contexts)[arm])
         return mean + params.noise_std * jax.random.normal(key), {}
 
     def reward_range(self, params):

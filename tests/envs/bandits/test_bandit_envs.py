@@ -109,7 +109,7 @@ def test_shapes_dtypes_and_spaces(case):
     action_space = env.action_space(params)
     assert isinstance(action_space, spaces.Discrete) and action_space.n == env.num_arms
     assert env.num_actions == env.num_arms == 10
-    assert r["state"].contexts.shape == (NUM_ENVS, NUM_STEPS, env.num_arms, env.context_dim)
+    np.testing.assert_array_equal(r["state"].contexts, r["obs"])  # the state holds the observation
 
 
 def test_observation_layout():
@@ -122,12 +122,12 @@ def test_observation_layout():
     assert per_arm.observation_space().shape == (per_arm.num_arms * per_arm.context_dim,)
     assert shared.observation_space().shape == (shared.context_dim,)
     r = _rollout("contextual")
-    obs, contexts = r["obs"][0, 0], r["state"].contexts[0, 0]
-    np.testing.assert_array_equal(per_arm.arm_contexts(jnp.asarray(obs)), contexts)
+    obs = r["obs"][0, 0]  # arm a's context is obs[5a:5a + 5]
+    np.testing.assert_array_equal(per_arm.arm_contexts(jnp.asarray(obs)), obs.reshape(10, 5))
     state, (obs, *_) = _draws("contextual_shared")
     np.testing.assert_array_equal(shared.arm_contexts(jnp.asarray(obs[0, 0])),
                                   obs[0, 0][None].repeat(10, 0))
-    np.testing.assert_array_equal(state.contexts, state.contexts[:1].repeat(10, axis=0))
+    assert state.contexts.shape == (shared.context_dim,)
     assert not np.array_equal(obs[0, 0], obs[1, 0])  # redrawn every round
 
 
@@ -156,7 +156,7 @@ def test_truncation_auto_reset_and_contexts(case):
     np.testing.assert_array_equal(r["next_state"].time, np.where(r["truncated"], 0, time + 1))
     contexts, nxt = r["state"].contexts, r["next_state"].contexts
     if env.is_contextual:  # fresh contexts every round, with std context_scale
-        assert not np.any(np.all(contexts == nxt, axis=(-2, -1)))
+        assert not np.any(np.all(contexts == nxt, axis=-1))
         assert abs(contexts.std() - params.context_scale) < 0.05
     else:
         np.testing.assert_array_equal(contexts, 1.0)
@@ -181,7 +181,8 @@ def test_rewards_match_the_model_on_average(case):
     if case.startswith("contextual"):
         resid = reward - expected
         assert abs(resid.std() - params.noise_std) < 0.02
-        np.testing.assert_allclose(expected, np.sum(params.theta * state.contexts, -1), rtol=1e-5)
+        contexts = env.arm_contexts(state.contexts)
+        np.testing.assert_allclose(expected, np.sum(params.theta * contexts, -1), rtol=1e-5)
     if case == "pricing":
         prices = np.asarray(params.prices)
         bought = info["purchases"]
