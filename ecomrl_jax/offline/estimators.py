@@ -7,7 +7,8 @@ single-item logs). `row_terms` reduces a log, that distribution and a reward mod
 those, written as obp 0.4.1 writes it (`obp/ope/estimators.py`; same names and hyperparameter
 defaults: Switch-DR tau=1, DRos lambda_=0), so the estimates match obp's on the same inputs;
 `switch-dr-slope` and `dr-os-slope` tune that hyperparameter by SLOPE as obp 0.5 does.
-`bootstrap` resamples rows for every estimator at once: one computation vmapped over resample keys.
+`bootstrap` resamples rows for every estimator at once: one computation vmapped over resample keys,
+each resample given as row counts (`RowTerms.count`) that every estimator weighs its rows by.
 """
 
 from collections.abc import Callable
@@ -32,6 +33,17 @@ class RowTerms:
     weight: jax.Array  # w_t = pi_e(a_t | x_t, k_t) / pi_b(a_t | x_t, k_t), 0 where pi_b is 0
     q_logged: jax.Array | None = None  # q_hat(x_t, a_t, k_t); None without a reward model
     q_policy: jax.Array | None = None  # sum_a pi_e(a | x_t, k_t) q_hat(x_t, a, k_t)
+    count: jax.Array | None = None  # each row's multiplicity (a bootstrap resample); None: once
+
+
+def _sum(t: RowTerms, x: jax.Array) -> jax.Array:
+    """Sum over rows (axis -1), each counted `t.count` times."""
+    return jnp.sum(x, axis=-1) if t.count is None else jnp.sum(t.count * x, axis=-1)
+
+
+def _mean(t: RowTerms, x: jax.Array) -> jax.Array:
+    """Mean over rows (axis -1), each counted `t.count` times."""
+    return jnp.mean(x, axis=-1) if t.count is None else _sum(t, x) / jnp.sum(t.count)
 
 
 def row_terms(data: LoggedBandit, action_dist: jax.Array, q_hat: jax.Array | None = None) -> RowTerms:
@@ -62,19 +74,19 @@ def _model_terms(t: RowTerms, name: str) -> tuple[jax.Array, jax.Array]:
 def ipw(t: RowTerms) -> jax.Array:
     """Inverse probability weighting (IPS): mean of w_t r_t."""
     chex.assert_rank([t.reward, t.weight], 1)
-    return jnp.mean(t.weight * t.reward)
+    return _mean(t, t.weight * t.reward)
 
 
 def snipw(t: RowTerms) -> jax.Array:
     """Self-normalised IPW (SNIPS): sum w_t r_t / sum w_t (0 if every weight is 0)."""
     chex.assert_rank([t.reward, t.weight], 1)
-    return jnp.sum(t.weight * t.reward) / _nonzero(jnp.sum(t.weight))
+    return _sum(t, t.weight * t.reward) / _nonzero(_sum(t, t.weight))
 
 
 def dm(t: RowTerms) -> jax.Array:
     """Direct method: mean of the reward model's value of the evaluation policy, q_hat(x_t, pi_e)."""
     _, q_policy = _model_terms(t, "dm")
-    return jnp.mean(q_policy)
+    return _mean(t, q_policy)
 
 
 def _dr_rows(t: RowTerms, weight: jax.Array, name: str) -> jax.Array:
@@ -85,12 +97,12 @@ def _dr_rows(t: RowTerms, weight: jax.Array, name: str) -> jax.Array:
 
 def dr(t: RowTerms) -> jax.Array:
     """Doubly robust: DM plus the IPW-weighted residual of the reward model."""
-    return jnp.mean(_dr_rows(t, t.weight, "dr"))
+    return _mean(t, _dr_rows(t, t.weight, "dr"))
 
 
 def sndr(t: RowTerms) -> jax.Array:
     """Self-normalised DR: the residual term's weights divided by their mean."""
-    return jnp.mean(_dr_rows(t, t.weight / _nonzero(jnp.mean(t.weight)), "sndr"))
+    return _mean(t, _dr_rows(t, t.weight / _nonzero(_mean(t, t.weight)), "sndr"))
 
 
 def _switch_weight(t: RowTerms, tau) -> jax.Array:
@@ -103,13 +115,13 @@ def _shrunk_weight(t: RowTerms, lambda_) -> jax.Array:
 
 def switch_dr(t: RowTerms, tau: float = 1.0) -> jax.Array:
     """Switch-DR (Wang et al. 2017): DR's residual term only where w_t <= tau (obp's default tau 1)."""
-    return jnp.mean(_dr_rows(t, _switch_weight(t, tau), "switch-dr"))
+    return _mean(t, _dr_rows(t, _switch_weight(t, tau), "switch-dr"))
 
 
 def dros(t: RowTerms, lambda_: float = 0.0) -> jax.Array:
     """DR with optimistic shrinkage (Su et al. 2020): weights lambda w / (w^2 + lambda); lambda 0
     (obp's default) is DM, lambda -> inf is DR."""
-    return jnp.mean(_dr_rows(t, _shrunk_weight(t, lambda_), "dr-os"))
+    return _mean(t, _dr_rows(t, _shrunk_weight(t, lambda_), "dr-os"))
 
 
 # obp 0.5's candidates in its OBD benchmark (examples/obd/evaluate_off_policy_estimators.py)
@@ -136,8 +148,9 @@ def _slope(t: RowTerms, weights: jax.Array, delta: float, name: str) -> jax.Arra
     rows = jax.vmap(lambda w: _dr_rows(t, w, name))(weights)  # (H, n)
     n = rows.shape[1]
     quantile = float(scipy.stats.t(n - 1).ppf(1.0 - delta))
-    widths = quantile * jnp.sqrt(jnp.var(rows, axis=1) / (n - 1))
-    return jnp.mean(rows[slope_select(jnp.mean(rows, axis=1), widths)])
+    means = _mean(t, rows)
+    widths = quantile * jnp.sqrt(_mean(t, (rows - means[:, None]) ** 2) / (n - 1))
+    return means[slope_select(means, widths)]
 
 
 def switch_dr_slope(t: RowTerms, candidates: tuple[float, ...] = SLOPE_CANDIDATES,
@@ -235,21 +248,18 @@ def bootstrap(terms: RowTerms, key: jax.Array, names: tuple[str, ...], num_resam
     with `names`, `num_resamples` and `max_elements` static). The resamples are split over the
     local devices (`shard_map`; on CPU, `--xla_force_host_platform_device_count` makes one per
     core) and run vmapped over their keys, in chunks of at most `max_elements` resampled rows in
-    all to bound memory; each resample gathers the rows' terms in one gather and evaluates every
-    estimator on them."""
+    all to bound memory. A resample is each row's count (a scatter-add of its drawn row indices),
+    and every estimator runs on the rows weighted by it: a gather of the rows' terms costs twice as
+    much on CPU."""
     n = terms.reward.shape[0]
-    fields = [name for name in ("reward", "weight", "q_logged", "q_policy") if getattr(terms, name) is not None]
-    packed = jnp.stack([getattr(terms, name) for name in fields])  # (fields, n): one gather for all
     batch = min(num_resamples, max_elements // n)
 
-    def resamples(packed, keys):
-        def one(resample_key):
-            # indices lie in [0, n) by construction; the barrier makes XLA gather once, not per estimator
-            rows = packed.at[:, resample_indices(resample_key, n)].get(mode="promise_in_bounds")
-            rows = jax.lax.optimization_barrier(rows)
-            return estimate(RowTerms(**dict(zip(fields, rows))), names, tau, lambda_)
+    def resamples(terms, keys):
+        def one(resample_key):  # a resample as each row's count: no gather of the rows' terms
+            count = jnp.zeros(n, jnp.float32).at[resample_indices(resample_key, n)].add(1.0)
+            return estimate(terms.replace(count=count), names, tau, lambda_)
 
-        # one at a time without vmap: a vmapped gather of a single resample runs ~1.5x slower on CPU
+        # one at a time without vmap where a batch would not fit `max_elements`
         return jax.lax.map(one, keys, batch_size=batch) if batch > 1 else jax.lax.map(one, keys)
 
     devices = jax.local_device_count()
@@ -258,7 +268,7 @@ def bootstrap(terms: RowTerms, key: jax.Array, names: tuple[str, ...], num_resam
         mesh = Mesh(np.array(jax.local_devices()), ("resamples",))
         resamples = jax.shard_map(resamples, mesh=mesh, in_specs=(P(), P("resamples")),
                                   out_specs=P("resamples"))
-    draws = jax.tree.map(lambda d: d[:num_resamples], resamples(packed, keys))
+    draws = jax.tree.map(lambda d: d[:num_resamples], resamples(terms, keys))
     values = estimate(terms, names, tau, lambda_)
     quantiles = jnp.array([alpha / 2, 1 - alpha / 2])
     out = {}
