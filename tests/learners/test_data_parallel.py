@@ -58,6 +58,7 @@ def _leaves(tree) -> list[np.ndarray]:
     return [np.asarray(tree)]
 
 
+@pytest.mark.slow  # a fresh Python with 3-4 virtual devices: compiles everything again
 def test_tabular_learner_is_bit_identical_on_4_devices_and_resumed_on_fewer(tmp_path):
     result = run_on_devices(tmp_path, "q_learning")
     runs = result["q_learning"]

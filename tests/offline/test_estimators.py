@@ -168,6 +168,7 @@ print(json.dumps([jax.local_device_count()] + [float(v) for i in out.values() fo
 """
 
 
+@pytest.mark.slow  # a fresh Python with 3-4 virtual devices: compiles everything again
 def test_bootstrap_split_over_devices_gives_the_same_intervals():
     """Resamples split over 3 (virtual CPU) devices, 100 padded to 102: the same intervals as on one."""
     env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=3"}
