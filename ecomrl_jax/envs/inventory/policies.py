@@ -12,6 +12,7 @@ perfect-foresight oracle of SupplyChain-v1 is in `foresight`.
 import functools
 import itertools
 import math
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -151,10 +152,11 @@ def demand_pmf(env_params, periods: int = 1, tail: float = 1e-9) -> np.ndarray:
     return pmf
 
 
-# newsvendor refuses an instance where one period's demand exceeds max_order more often than
-# this: base-stock then cannot always order back up, and the formula's profit overstates the
-# optimum (by 0.14 of 18.37 per period at max_order 6 with Poisson(4) demand, tail 0.11; by
-# 0.0009 of 18.51 at the defaults, max_order 10, tail 0.0028, which it accepts)
+# Where one period's demand exceeds max_order, base-stock cannot always order back up and the
+# formula's profit overstates the optimum: by 0.14 of 18.37 per period at max_order 6 with
+# Poisson(4) demand (tail 0.11), by 0.0009 of 18.51 at max_order 10 (tail 0.0028). newsvendor
+# warns above BINDING_TAIL and refuses above MAX_ORDER_TAIL.
+BINDING_TAIL = 1e-4
 MAX_ORDER_TAIL = 1e-2
 
 
@@ -170,7 +172,8 @@ def newsvendor(env, env_params) -> NewsvendorSolution:
     demand over lead_time + 1 periods (L = 0: the single-period newsvendor). Exact only while
     the order limit and storage capacity do not bind, so it raises ValueError when one period's
     demand exceeds max_order with probability above MAX_ORDER_TAIL (its profit would be above
-    the true optimum; `value_iteration` solves such an instance) or S exceeds storage_capacity.
+    the true optimum; `value_iteration` solves such an instance) or S exceeds storage_capacity,
+    and warns where that probability is above BINDING_TAIL (its profit slightly above).
     """
     _require_stationary_inventory(env, env_params, "newsvendor")
     holding, shortage = float(env_params.holding_cost), float(env_params.shortage_cost)
@@ -184,6 +187,10 @@ def newsvendor(env, env_params) -> NewsvendorSolution:
                          f"max_order={env.max_order} with probability {tail:.2g} > "
                          f"{MAX_ORDER_TAIL:g}, so its profit would be above the optimum; raise "
                          f"max_order or use value_iteration")
+    if tail > BINDING_TAIL:
+        warnings.warn(f"newsvendor ignores the order limit, which binds: one period's demand "
+                      f"exceeds max_order={env.max_order} with probability {tail:.2g}, so its "
+                      f"profit is slightly above the optimum (value_iteration is exact)", stacklevel=2)
     pmf = demand_pmf(env_params, periods=env.lead_time + 1)
     level = int(np.searchsorted(np.cumsum(pmf), shortage / (shortage + holding) - 1e-12))
     if level > float(env_params.storage_capacity):

@@ -77,9 +77,11 @@ def test_newsvendor_refuses_when_the_order_limit_or_storage_binds():
         newsvendor(capped, params)
     with pytest.raises(ValueError, match="storage_capacity"):  # level 6 > capacity 5
         newsvendor(Inventory(lead_time=0, max_order=20), params.replace(storage_capacity=5.0))
-    # the default max_order 10 binds with probability 0.0028: accepted, 0.0009 above the optimum
+    # the default max_order 10 binds with probability 0.0028: a warning, and 0.0009 above the optimum
     default_limit = Inventory(lead_time=0, max_order=10)
-    gap = newsvendor(default_limit, params).average_profit - value_iteration(default_limit, params, tol=1e-5).gain
+    with pytest.warns(UserWarning, match=r"max_order=10 with probability 0\.0028"):
+        solution = newsvendor(default_limit, params)
+    gap = solution.average_profit - value_iteration(default_limit, params, tol=1e-5).gain
     assert 0.0 <= gap < 2e-3
 
 
