@@ -228,6 +228,11 @@ def main(argv=None) -> dict:
     return {"results": results, "learned": learned, "obd": obd, "obd_learned": obd_learned}
 
 
+def most_accurate(errors: dict) -> str:
+    """The estimator with the lowest mean |relative error| in {name: [errors]}."""
+    return min(errors, key=lambda name: np.mean(errors[name]))
+
+
 def write_table(results, learned, obd, obd_learned, sizes, args, seconds) -> list[str]:
     mid = SHIFTS[len(SHIFTS) // 2]
     lines = ["# Off-policy estimators on simulator logs, offline policy learning, OBDClicks-v0", "",
@@ -244,7 +249,9 @@ def write_table(results, learned, obd, obd_learned, sizes, args, seconds) -> lis
                   "|---|" + "---:|" * len(NAMES)]
         for s in SHIFTS:
             lines.append(f"| {s} | " + " | ".join(f"{np.mean(result['shift'][s][k]):.3f}" for k in NAMES) + " |")
-        lines.append("")
+        lines += ["", f"Lowest mean error: {most_accurate(result['rows'][sizes[-1]])} at {sizes[-1]:,} "
+                  f"decisions (shift {mid}), {most_accurate(result['shift'][SHIFTS[-1]])} at shift "
+                  f"{SHIFTS[-1]}, {most_accurate(result['rows'][sizes[0]])} at {sizes[0]:,} decisions.", ""]
     lines += ["## Offline policy learning (true value in the simulator, 95% t interval over seeds)", "",
               f"{LEARN_DECISIONS:,} logged decisions per seed, {args.seeds} seeds; PPO: {args.ppo_steps:,} "
               "online env steps on the same one-step env.", "",

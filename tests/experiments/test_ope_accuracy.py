@@ -21,6 +21,7 @@ def test_writes_tables_and_one_figure_per_env(tmp_path):
     assert [name for name, _, _ in out["obd"]] == ["random", "bts"]
     table = (tmp_path / "ope_accuracy.md").read_text()
     assert "Offline policy learning" in table and "OBDClicks-v0" in table and "Goal (an offline-learned" in table
+    assert table.count("Lowest mean error: ") == len(ope_accuracy.ENVS)
     for label in ope_accuracy.ENVS:
         assert (tmp_path / f"ope_accuracy_{label.replace(' ', '_')}.png").stat().st_size > 0
 
