@@ -231,6 +231,50 @@ def _policy_fn(network, slate_size: int):
     return policy_fn
 
 
+def make_replay_update(config, tx, env_loop, act, observe, loss_fn, sample, min_rows: int):
+    """A replay learner's `update(runner) -> (runner, metrics)`, shared by DQN and SlateQ:
+    `train_frequency` epsilon-greedy steps of every env into the buffer (`act`/`observe` on the
+    env loop), then, once `learning_starts` env steps are done and the buffer holds `min_rows`
+    rows, `gradient_steps` optax steps on `loss_fn(params, target_params, sample(buffer, key))`,
+    the target network moved towards the online one (Polyak `tau`) every
+    `target_update_interval` of them. `config` carries those fields and the epsilon schedule's."""
+
+    def gradient_step(carry, key):
+        train_state, buffer = carry
+        grads, losses = jax.grad(loss_fn, has_aux=True)(train_state.params,
+                                                        train_state.target_params, sample(buffer, key))
+        updates, opt_state = tx.update(grads, train_state.opt_state, train_state.params)
+        params = optax.apply_updates(train_state.params, updates)
+        grad_steps = train_state.grad_steps + 1
+        target_params = jax.lax.cond(
+            grad_steps % config.target_update_interval == 0,
+            lambda: optax.incremental_update(params, train_state.target_params, config.tau),
+            lambda: train_state.target_params)
+        return (TrainState(params, target_params, opt_state, grad_steps), buffer), losses
+
+    def learn(train_state, buffer, key):
+        (train_state, _), losses = jax.lax.scan(
+            gradient_step, (train_state, buffer), jax.random.split(key, config.gradient_steps))
+        return train_state, jax.tree.map(jnp.mean, losses)
+
+    def skip(train_state, buffer, key):
+        zero = jnp.zeros((), jnp.float32)
+        return train_state, {"loss": zero, "q_mean": zero, "target_mean": zero}
+
+    def update(runner: RunnerState):
+        eps = epsilon(config, runner.loop.update_step * config.steps_per_update)
+        (_, _, buffer), loop, _, episodes = env_loop.collect(
+            act, observe, (runner.train_state.params, eps, runner.buffer), runner.loop,
+            config.train_frequency)
+        key, k_learn = jax.random.split(loop.key)
+        loop, metrics = env_loop.finish(loop._replace(key=key), episodes)
+        ready = (metrics["env_steps"] >= config.learning_starts) & (buffer.size >= min_rows)
+        train_state, losses = jax.lax.cond(ready, learn, skip, runner.train_state, buffer, k_learn)
+        return RunnerState(train_state, buffer, loop), {**metrics, **losses, "epsilon": eps}
+
+    return update
+
+
 def make_learner(config: DQNConfig, env, env_params) -> Learner:
     """DQN as a `Learner`: `init(key)` -> runner state, `update(state)` -> (state, metrics).
 
@@ -300,39 +344,7 @@ def make_learner(config: DQNConfig, env, env_params) -> Learner:
             loss = 0.5 * jnp.mean(jnp.square(q_taken - target))
         return loss, {"loss": loss, "q_mean": jnp.mean(q_taken), "target_mean": jnp.mean(target)}
 
-    def gradient_step(carry, key):
-        train_state, buffer = carry
-        window = sample(buffer, key)
-        grads, losses = jax.grad(loss_fn, has_aux=True)(train_state.params,
-                                                        train_state.target_params, window)
-        updates, opt_state = tx.update(grads, train_state.opt_state, train_state.params)
-        params = optax.apply_updates(train_state.params, updates)
-        grad_steps = train_state.grad_steps + 1
-        target_params = jax.lax.cond(
-            grad_steps % config.target_update_interval == 0,
-            lambda: optax.incremental_update(params, train_state.target_params, config.tau),
-            lambda: train_state.target_params)
-        return (TrainState(params, target_params, opt_state, grad_steps), buffer), losses
-
-    def learn(train_state, buffer, key):
-        (train_state, _), losses = jax.lax.scan(
-            gradient_step, (train_state, buffer), jax.random.split(key, config.gradient_steps))
-        return train_state, jax.tree.map(jnp.mean, losses)
-
-    def skip(train_state, buffer, key):
-        zero = jnp.zeros((), jnp.float32)
-        return train_state, {"loss": zero, "q_mean": zero, "target_mean": zero}
-
-    def update(runner: RunnerState):
-        eps = epsilon(config, runner.loop.update_step * config.steps_per_update)
-        (_, _, buffer), loop, _, episodes = env_loop.collect(
-            act, observe, (runner.train_state.params, eps, runner.buffer), runner.loop,
-            config.train_frequency)
-        key, k_learn = jax.random.split(loop.key)
-        loop, metrics = env_loop.finish(loop._replace(key=key), episodes)
-        ready = (metrics["env_steps"] >= config.learning_starts) & (buffer.size >= n)
-        train_state, losses = jax.lax.cond(ready, learn, skip, runner.train_state, buffer, k_learn)
-        return RunnerState(train_state, buffer, loop), {**metrics, **losses, "epsilon": eps}
+    update = make_replay_update(config, tx, env_loop, act, observe, loss_fn, sample, min_rows=n)
 
     return Learner(init=init, update=update, num_updates=config.num_updates,
                    steps_per_update=config.steps_per_update)

@@ -27,22 +27,21 @@ step does not bootstrap, a truncated one bootstraps from its final observation.
 """
 
 import functools
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 from flax import struct
 from gymnax.environments import spaces
 
 from ecomrl_jax.learners.config import (EPSILON_SCHEDULES, UpdateCount, check_bools, check_choice,
-                                        check_config, check_one_update, epsilon_schedule,
-                                        make_optimizer)
-from ecomrl_jax.learners.loop import Learner, LoopState, make_env_loop, train_fn
+                                        check_config, check_one_update, make_optimizer)
+from ecomrl_jax.learners.dqn import RunnerState, TrainState, epsilon, make_replay_update
+from ecomrl_jax.learners.loop import Learner, make_env_loop, train_fn
 from ecomrl_jax.learners.networks import MLP
-from ecomrl_jax.learners.replay import ReplayBuffer, buffer_add, buffer_init, buffer_sample
+from ecomrl_jax.learners.replay import buffer_add, buffer_init, buffer_sample
 from ecomrl_jax.rules import (DISCOUNT, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL,
                               in_range)
 from ecomrl_jax.spaces import Slate
@@ -218,13 +217,6 @@ SLATEQ_RULES = {
     "epsilon_decay_fraction": DISCOUNT, "max_grad_norm": POSITIVE}
 
 
-def epsilon(config: SlateQConfig, env_steps) -> jax.Array:
-    """Exploration rate after `env_steps` env steps (all envs), by `config.epsilon_schedule`."""
-    progress = env_steps / (config.epsilon_decay_fraction * config.total_timesteps)
-    return epsilon_schedule(config.epsilon_schedule, jnp.asarray(config.epsilon_start, jnp.float32),
-                            jnp.asarray(config.epsilon_end, jnp.float32), progress)
-
-
 class Transition(NamedTuple):
     obs: jax.Array  # observation the slate was shown in
     slate: jax.Array  # (slate_size,) shown candidates
@@ -233,19 +225,6 @@ class Transition(NamedTuple):
     terminated: jax.Array  # the MDP ended: no bootstrap
     done: jax.Array  # terminated or truncated: the next row is another episode
     final_obs: jax.Array  # the step's true next observation (pre-reset where the episode ended)
-
-
-class TrainState(NamedTuple):
-    params: Any  # online network parameters
-    target_params: Any
-    opt_state: Any
-    grad_steps: jax.Array  # gradient steps done so far (int32)
-
-
-class RunnerState(NamedTuple):
-    train_state: TrainState
-    buffer: ReplayBuffer
-    loop: LoopState
 
 
 def env_spec(env, env_params) -> tuple[int, int]:
@@ -378,39 +357,10 @@ def make_learner(config: SlateQConfig, env, env_params) -> Learner:
         loss = 0.5 * jnp.mean(jnp.square(q_chosen - jax.lax.stop_gradient(targets)))
         return loss, {"loss": loss, "q_mean": jnp.mean(q_chosen), "target_mean": jnp.mean(targets)}
 
-    def gradient_step(carry, key):
-        train_state, buffer = carry
-        pairs = buffer_sample(buffer, key, config.batch_size, 2)
-        grads, losses = jax.grad(loss_fn, has_aux=True)(train_state.params,
-                                                        train_state.target_params, pairs)
-        updates, opt_state = tx.update(grads, train_state.opt_state, train_state.params)
-        params = optax.apply_updates(train_state.params, updates)
-        grad_steps = train_state.grad_steps + 1
-        target_params = jax.lax.cond(
-            grad_steps % config.target_update_interval == 0,
-            lambda: optax.incremental_update(params, train_state.target_params, config.tau),
-            lambda: train_state.target_params)
-        return (TrainState(params, target_params, opt_state, grad_steps), buffer), losses
+    def sample(buffer, key):  # (transition, next transition) pairs
+        return buffer_sample(buffer, key, config.batch_size, 2)
 
-    def learn(train_state, buffer, key):
-        (train_state, _), losses = jax.lax.scan(
-            gradient_step, (train_state, buffer), jax.random.split(key, config.gradient_steps))
-        return train_state, jax.tree.map(jnp.mean, losses)
-
-    def skip(train_state, buffer, key):
-        zero = jnp.zeros((), jnp.float32)
-        return train_state, {"loss": zero, "q_mean": zero, "target_mean": zero}
-
-    def update(runner: RunnerState):
-        eps = epsilon(config, runner.loop.update_step * config.steps_per_update)
-        (_, _, buffer), loop, _, episodes = env_loop.collect(
-            act, observe, (runner.train_state.params, eps, runner.buffer), runner.loop,
-            config.train_frequency)
-        key, k_learn = jax.random.split(loop.key)
-        loop, metrics = env_loop.finish(loop._replace(key=key), episodes)
-        ready = (metrics["env_steps"] >= config.learning_starts) & (buffer.size >= 2)
-        train_state, losses = jax.lax.cond(ready, learn, skip, runner.train_state, buffer, k_learn)
-        return RunnerState(train_state, buffer, loop), {**metrics, **losses, "epsilon": eps}
+    update = make_replay_update(config, tx, env_loop, act, observe, loss_fn, sample, min_rows=2)
 
     return Learner(init=init, update=update, num_updates=config.num_updates,
                    steps_per_update=config.steps_per_update)
