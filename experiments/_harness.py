@@ -131,6 +131,17 @@ def ci_cell(values, fmt: str = ".3f") -> str:
     return cell(confidence_interval(np.asarray(values)), fmt)
 
 
+def timing_rows(trained: dict, num_seeds: int) -> list[str]:
+    """Markdown table: env steps per seed, compile and run seconds, env steps/s over all seeds."""
+    lines = ["| learner | env steps per seed | compile s | run s (wall) | env steps/s |",
+             "|---|---|---|---|---|"]
+    for name, t in trained.items():
+        steps = int(t.curves["env_steps"][0, -1])
+        lines.append(f"| {name} | {steps:,} | {t.compile_s:.1f} | {t.run_s:.1f} | "
+                     f"{steps * num_seeds / t.run_s:,.0f} |")
+    return lines
+
+
 def format_rows(summary: dict, columns: dict) -> list[str]:
     """Markdown header and one row per policy: mean [low, high] of each column."""
     lines = ["| policy | " + " | ".join(columns.values()) + " |",

@@ -70,17 +70,6 @@ def run(num_seeds: int, total_timesteps: int, eval_episodes: int, out: Path,
     return summary
 
 
-def timing_rows(trained: dict, num_seeds: int) -> list[str]:
-    """Markdown table: env steps per seed, compile and run seconds, env steps/s over all seeds."""
-    lines = ["| learner | env steps per seed | compile s | run s (wall) | env steps/s |",
-             "|---|---|---|---|---|"]
-    for name, t in trained.items():
-        steps = int(t.curves["env_steps"][0, -1])
-        lines.append(f"| {name} | {steps:,} | {t.compile_s:.1f} | {t.run_s:.1f} | "
-                     f"{steps * num_seeds / t.run_s:,.0f} |")
-    return lines
-
-
 def write_table(summary, trained, best, ab, num_seeds, eval_episodes, path: Path) -> None:
     lines = ["# All algorithms on ShopperRec-v0 at an equal env-step budget", "",
              "Learners: config defaults except the env-step budget (rounded down to whole "
@@ -91,7 +80,7 @@ def write_table(summary, trained, best, ab, num_seeds, eval_episodes, path: Path
              "Q-learning and SARSA do not apply: they need a Discrete state index, and "
              "ShopperRec's observation is a Dict of features.", ""]
     lines += harness.format_rows(summary, COLUMNS)
-    lines += ["", "Training time (CPU, all seeds together):", ""] + timing_rows(trained, num_seeds)
+    lines += ["", "Training time (CPU, all seeds together):", ""] + harness.timing_rows(trained, num_seeds)
     lines += ["", f"A/B on common random numbers, best learner ({best}) seed 0 vs myopic oracle, "
               f"{eval_episodes} paired episodes (key {EVAL_KEY}):", "",
               comparison_table(ab, ("myopic oracle", best))]

@@ -70,17 +70,6 @@ def run(num_seeds: int, total_timesteps: int, eval_episodes: int, num_candidates
     return {**summary, "gap": gap}
 
 
-def timing_rows(trained: dict, num_seeds: int) -> list[str]:
-    """Markdown table: env steps per seed, compile and run seconds, env steps/s over all seeds."""
-    lines = ["| learner | env steps per seed | compile s | run s (wall) | env steps/s |",
-             "|---|---|---|---|---|"]
-    for name, t in trained.items():
-        steps = int(t.curves["env_steps"][0, -1])
-        lines.append(f"| {name} | {steps:,} | {t.compile_s:.1f} | {t.run_s:.1f} | "
-                     f"{steps * num_seeds / t.run_s:,.0f} |")
-    return lines
-
-
 def write_table(summary, gap, ab, trained, num_seeds, eval_episodes, num_candidates, slate_size,
                 path: Path) -> None:
     mean, low, high = gap
@@ -100,7 +89,7 @@ def write_table(summary, gap, ab, trained, num_seeds, eval_episodes, num_candida
     lines += ["", f"SlateQ - myopic SlateQ, watch time per session (paired by seed): "
               f"{mean:+.2f} [{low:+.2f}, {high:+.2f}] ({mean / summary['myopic SlateQ']['return'][0]:+.1%}): "
               f"{verdict}.",
-              "", "Training time (CPU, all seeds together):", ""] + timing_rows(trained, num_seeds)
+              "", "Training time (CPU, all seeds together):", ""] + harness.timing_rows(trained, num_seeds)
     lines += ["", f"A/B on common random numbers, SlateQ seed 0 vs myopic SlateQ seed 0, "
               f"{eval_episodes} paired sessions (key {EVAL_KEY}):", "",
               comparison_table(ab, ("myopic SlateQ", "SlateQ"))]
