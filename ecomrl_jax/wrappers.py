@@ -303,6 +303,7 @@ class Drift(CompareByArgs, GymnaxWrapper):
         """Both ends must be valid params of the same structure and shapes; valid float params
         stay valid in between since every param rule is an interval."""
         params.schedule.validate()
+
         def spec(tree):
             return jax.tree.structure(tree), [np.shape(x) for x in jax.tree.leaves(tree)]
 
