@@ -78,7 +78,8 @@ def reward_model_for(log):
 
 
 def estimate_all(log, policy, q_hat):
-    dist = action_dist(policy, log.context, log.len_list)
+    # a collected slate decision is len_list consecutive rows of one context: its distribution once
+    dist = jnp.repeat(action_dist(policy, log.context[::log.len_list], log.len_list), log.len_list, axis=0)
     terms = estimators.row_terms(log, dist, q_hat)
     return {k: float(v) for k, v in estimators.estimate(terms, NAMES).items()}
 
