@@ -39,6 +39,30 @@ class RolloutSizes(UpdateCount):
     steps_per_update = batch_size
 
 
+class ReplaySizes(UpdateCount):
+    """Sizes of a replay learner's config (DQN, SlateQ) with `num_envs`, `train_frequency`,
+    `buffer_size`, `learning_starts`, `gradient_steps`, `total_timesteps` and `window`, the
+    consecutive steps one sample reads."""
+
+    @property
+    def steps_per_update(self) -> int:
+        """Env steps per update (all envs together)."""
+        return self.num_envs * self.train_frequency
+
+    @property
+    def buffer_rows(self) -> int:
+        """Buffer capacity in rows of `num_envs` transitions."""
+        return self.buffer_size // self.num_envs
+
+    @property
+    def num_gradient_steps(self) -> int:
+        """Gradient steps in a full run: `gradient_steps` per update from the first update after
+        which `learning_starts` env steps are done and the buffer holds a window."""
+        first = max(-(-self.learning_starts // self.steps_per_update),
+                    -(-self.window // self.train_frequency), 1)
+        return self.gradient_steps * max(0, self.num_updates - first + 1)
+
+
 def check_config(config, table: dict[str, rules.Rule]) -> None:
     """ValueError naming the first field of `config` that breaks its rule in `table`; a field
     `network` (where the config has one) must be in `NETWORKS`. Traced values are skipped

@@ -39,7 +39,7 @@ import optax
 from flax import struct
 from gymnax.environments import spaces
 
-from ecomrl_jax.learners.config import (EPSILON_SCHEDULES, UpdateCount, check_bools, check_choice,
+from ecomrl_jax.learners.config import (EPSILON_SCHEDULES, ReplaySizes, check_bools, check_choice,
                                         check_config, check_one_update, epsilon_schedule,
                                         make_optimizer)
 from ecomrl_jax.learners.loop import Learner, LoopState, make_env_loop, train_fn
@@ -55,7 +55,7 @@ LOSSES = ("huber", "mse")
 
 
 @struct.dataclass
-class DQNConfig(UpdateCount):
+class DQNConfig(ReplaySizes):
     """DQN hyperparameters; defaults are tuned for ShopperRec-v0 on a 2-core CPU.
 
     Epsilon: "constant" keeps `epsilon_start`; "linear" and "exponential" go from
@@ -93,22 +93,9 @@ class DQNConfig(UpdateCount):
     anneal_lr: bool = struct.field(pytree_node=False, default=True)
 
     @property
-    def steps_per_update(self) -> int:
-        """Env steps per update (all envs together)."""
-        return self.num_envs * self.train_frequency
-
-    @property
-    def num_gradient_steps(self) -> int:
-        """Gradient steps in a full run: `gradient_steps` per update from the first update after
-        which `learning_starts` env steps are done and the buffer holds an n-step window."""
-        first = max(-(-self.learning_starts // self.steps_per_update),
-                    -(-self.n_step // self.train_frequency), 1)
-        return self.gradient_steps * max(0, self.num_updates - first + 1)
-
-    @property
-    def buffer_rows(self) -> int:
-        """Buffer capacity in rows of `num_envs` transitions."""
-        return self.buffer_size // self.num_envs
+    def window(self) -> int:
+        """Consecutive steps one replay sample reads (`ReplaySizes`)."""
+        return self.n_step
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field; traced (vmapped) values are skipped."""

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import spaces
 
-from ecomrl_jax.learners.config import (EPSILON_SCHEDULES, UpdateCount, check_bools, check_choice,
+from ecomrl_jax.learners.config import (EPSILON_SCHEDULES, ReplaySizes, check_bools, check_choice,
                                         check_config, check_one_update, make_optimizer)
 from ecomrl_jax.learners.dqn import RunnerState, TrainState, epsilon, make_replay_update
 from ecomrl_jax.learners.loop import Learner, make_env_loop, train_fn
@@ -150,7 +150,7 @@ class UserItemQNetwork(nn.Module):
 
 
 @struct.dataclass
-class SlateQConfig(UpdateCount):
+class SlateQConfig(ReplaySizes):
     """SlateQ hyperparameters; defaults are for InterestEvolution-v0 (10 candidates, slate 2)
     on a 2-core CPU. Epsilon and the target network as in `dqn.DQNConfig`; `gamma` 0 is
     myopic SlateQ."""
@@ -177,22 +177,7 @@ class SlateQConfig(UpdateCount):
     hidden_size: int = struct.field(pytree_node=False, default=64)
     anneal_lr: bool = struct.field(pytree_node=False, default=True)
 
-    @property
-    def steps_per_update(self) -> int:
-        """Env steps per update (all envs together)."""
-        return self.num_envs * self.train_frequency
-
-    @property
-    def num_gradient_steps(self) -> int:
-        """Gradient steps in a full run (as `dqn.DQNConfig.num_gradient_steps`, windows of 2)."""
-        first = max(-(-self.learning_starts // self.steps_per_update),
-                    -(-2 // self.train_frequency), 1)
-        return self.gradient_steps * max(0, self.num_updates - first + 1)
-
-    @property
-    def buffer_rows(self) -> int:
-        """Buffer capacity in rows of `num_envs` transitions."""
-        return self.buffer_size // self.num_envs
+    window = 2  # a replay sample is a (transition, next transition) pair (`ReplaySizes`)
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field; traced (vmapped) values are skipped."""
