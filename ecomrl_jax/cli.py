@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 import ecomrl_jax
 from ecomrl_jax import benchmark, checkpoint, evaluation, sweep
@@ -15,6 +16,7 @@ from ecomrl_jax.learners import LEARNERS
 from ecomrl_jax.learners.loop import compile_updates, make_mesh
 from ecomrl_jax.logging import MetricsWriter, ProgressBar, chunk_sizes, plot_learning_curve
 from ecomrl_jax.offline import estimators, load_npz, load_obd, policies, read_obd_csv, reward_models
+from ecomrl_launch import add_cluster_flags
 
 RUN_FILE = "run.json"
 
@@ -65,7 +67,25 @@ def cmd_list(args) -> None:
     print("algorithms:   " + ", ".join(sorted(LEARNERS)))
 
 
+def check_processes(args) -> bool:
+    """Whether this process writes the run's files: the only one, or process 0 of a multi-process
+    run (`ecomrl_launch` joined it before jax started; the mesh then spans every process's devices)."""
+    explicit = args.num_processes is not None
+    if (explicit or args.distributed) and not jax.distributed.is_initialized():
+        raise UsageError("--coordinator/--num-processes/--process-id and --distributed need the "
+                         "`ecomrl` command (or python -m ecomrl_launch): jax.distributed must start "
+                         "before ecomrl_jax is imported")
+    if explicit and (jax.process_count(), jax.process_index()) != (args.num_processes, args.process_id):
+        raise UsageError(f"this is process {jax.process_index()} of {jax.process_count()}, not "
+                         f"--process-id {args.process_id} of --num-processes {args.num_processes}")
+    if jax.process_count() > 1 and args.devices not in (None, jax.device_count()):
+        raise UsageError(f"a multi-process run spans all {jax.device_count()} devices of its "
+                         f"{jax.process_count()} processes; leave out --devices (got {args.devices})")
+    return jax.process_index() == 0
+
+
 def cmd_train(args) -> None:
+    primary = check_processes(args)
     out = Path(args.out)
     if args.resume:
         run_path = out / RUN_FILE
@@ -90,33 +110,43 @@ def cmd_train(args) -> None:
     keys = jax.random.split(jax.random.key(run["seed"]), run["seeds"])
     with jax.set_mesh(mesh):  # each seed's envs split over the devices (learners.loop)
         state = jax.jit(jax.vmap(learner.init))(keys)
-    if not args.resume:
+    if jax.process_count() > 1:  # every process has checked `out` before process 0 writes to it
+        multihost_utils.sync_global_devices("ecomrl train: run directory checked")
+    if not args.resume and primary:
         out.mkdir(parents=True, exist_ok=True)
         (out / RUN_FILE).write_text(json.dumps(run, indent=2))
 
     done_updates = 0
     if args.resume and checkpoint.latest_step(out / "checkpoints") is not None:
         state, _, done_updates = checkpoint.restore(out / "checkpoints", state)
-        print(f"resuming {out} after {done_updates} of {learner.num_updates} updates")
+        if primary:
+            print(f"resuming {out} after {done_updates} of {learner.num_updates} updates")
     every = -(-learner.num_updates // run["checkpoints"])  # updates between checkpoints
     sizes = list(chunk_sizes(learner.num_updates, done_updates))
     compiled = {n: compile_updates(learner, state, n, mesh) for n in set(sizes)}  # at most two sizes
-    writer = MetricsWriter(out)
+    writer = MetricsWriter(out) if primary else None
     progress = ProgressBar(learner.num_updates, learner.steps_per_update, run["seeds"],
-                           initial=done_updates, quiet=args.quiet)
+                           initial=done_updates, quiet=args.quiet or not primary)
     for n in sizes:
         state, metrics = compiled[n](state)
         metrics = jax.device_get(metrics)
-        writer.write(metrics, first_update=done_updates)
+        if primary:
+            writer.write(metrics, first_update=done_updates)
         previous, done_updates = done_updates, done_updates + n
         if done_updates // every > previous // every or done_updates == learner.num_updates:
-            checkpoint.save(out / "checkpoints", done_updates, state, run)
+            checkpoint.save(out / "checkpoints", done_updates, state, run)  # every process (orbax)
         progress.update(done_updates, metrics)
+    network_params = module.network_params(state)
+    if jax.process_count() > 1:  # to every host (all processes join), then onto one local device
+        network_params = jax.device_put(multihost_utils.process_allgather(network_params, tiled=True),
+                                        jax.local_devices()[0])
+    if not primary:
+        return
     writer.close()
     plot_learning_curve(out / "metrics.csv", out / "learning_curve.png",
                         title=f"{run['algo']} on {run['env']}")
     print(f"\nwrote {out / 'metrics.csv'} and {out / 'learning_curve.png'}")
-    report(env, params, module, config, state, args.episodes, run["seed"])
+    report(env, params, module, config, network_params, args.episodes, run["seed"])
 
 
 def cmd_evaluate(args) -> None:
@@ -128,12 +158,12 @@ def cmd_evaluate(args) -> None:
     target = jax.vmap(learner.init)(jax.random.split(jax.random.key(0), run["seeds"]))
     state, _, step = checkpoint.restore(out / "checkpoints", target)
     print(f"{run['algo']} on {run['env']}, checkpoint after {step} updates")
-    report(env, params, module, config, state, args.episodes, run["seed"])
+    report(env, params, module, config, module.network_params(state), args.episodes, run["seed"])
 
 
-def report(env, params, module, config, state, num_episodes: int, seed: int) -> None:
-    """Evaluate each seed's final policy on the same episodes; print mean and 95% CI over seeds."""
-    network_params = module.network_params(state)
+def report(env, params, module, config, network_params, num_episodes: int, seed: int) -> None:
+    """Evaluate each seed's final policy (`network_params`, leading axis the seeds) on the same
+    episodes; print mean and 95% CI over seeds."""
     per_seed = []
     for i in range(jax.tree.leaves(network_params)[0].shape[0]):
         policy = module.make_policy(config, env, jax.tree.map(lambda x: x[i], network_params),
@@ -288,6 +318,7 @@ def make_parser() -> argparse.ArgumentParser:
                        help="devices to split each seed's envs over (default: all; num_envs must "
                        "divide by it); a run may resume on another number")
     train.add_argument("--quiet", action="store_true", help="no progress line")
+    add_cluster_flags(train)
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a trained run's latest checkpoint")
