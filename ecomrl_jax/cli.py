@@ -1,8 +1,13 @@
-"""The `ecomrl` command: list, train, evaluate, sweep, bench, ope."""
+"""The `ecomrl` command: list, train, evaluate, sweep, bench, ope.
+
+The installed command starts at `ecomrl_launch.main`, which joins a multi-process run
+(`jax.distributed`) before this package is imported; `train` then spans every process's devices.
+"""
 
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +21,7 @@ from ecomrl_jax.learners import LEARNERS
 from ecomrl_jax.learners.loop import compile_updates, make_mesh
 from ecomrl_jax.logging import MetricsWriter, ProgressBar, chunk_sizes, plot_learning_curve
 from ecomrl_jax.offline import estimators, load_npz, load_obd, policies, read_obd_csv, reward_models
-from ecomrl_launch import add_cluster_flags
+from ecomrl_launch import add_cluster_flags, launched_as_several_tasks
 
 RUN_FILE = "run.json"
 
@@ -71,10 +76,12 @@ def check_processes(args) -> bool:
     """Whether this process writes the run's files: the only one, or process 0 of a multi-process
     run (`ecomrl_launch` joined it before jax started; the mesh then spans every process's devices)."""
     explicit = args.num_processes is not None
-    if (explicit or args.distributed) and not jax.distributed.is_initialized():
-        raise UsageError("--coordinator/--num-processes/--process-id and --distributed need the "
-                         "`ecomrl` command (or python -m ecomrl_launch): jax.distributed must start "
-                         "before ecomrl_jax is imported")
+    asked = explicit or args.distributed or launched_as_several_tasks(os.environ)
+    if asked and not jax.distributed.is_initialized():
+        raise UsageError("a multi-process run (--coordinator/--num-processes/--process-id, "
+                         "--distributed, or srun/mpirun with several tasks) needs the `ecomrl` "
+                         "command (or python -m ecomrl_launch): jax.distributed must start before "
+                         "ecomrl_jax is imported")
     if explicit and (jax.process_count(), jax.process_index()) != (args.num_processes, args.process_id):
         raise UsageError(f"this is process {jax.process_index()} of {jax.process_count()}, not "
                          f"--process-id {args.process_id} of --num-processes {args.num_processes}")
