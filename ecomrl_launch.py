@@ -63,14 +63,20 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         cluster = cluster_args(argv, os.environ)
+        if cluster is not None:
+            import jax
+
+            # the CPU backend's all-reduces across processes: gloo (jax 0.10.2's default, made explicit)
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+            try:
+                jax.distributed.initialize(**cluster)
+            except ValueError as error:  # e.g. --distributed where jax detects no cluster
+                raise ValueError(f"cannot join a multi-process run: {error} (jax detects SLURM, "
+                                 "Open MPI and TPU pods; elsewhere give --coordinator, "
+                                 "--num-processes and --process-id)") from None
     except ValueError as error:
         print(f"ecomrl: error: {error}", file=sys.stderr)
         return 2
-    if cluster is not None:
-        import jax
-
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU all-reduces across processes
-        jax.distributed.initialize(**cluster)
     from ecomrl_jax import cli
 
     return cli.main(argv)

@@ -91,6 +91,14 @@ def check_processes(args) -> bool:
     return jax.process_index() == 0
 
 
+def to_host(tree):
+    """`tree`'s global values as numpy arrays, on every process (in a multi-process run a
+    collective that every process joins: its arrays span devices of other processes)."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
 def cmd_train(args) -> None:
     primary = check_processes(args)
     out = Path(args.out)
@@ -136,17 +144,14 @@ def cmd_train(args) -> None:
                            initial=done_updates, quiet=args.quiet or not primary)
     for n in sizes:
         state, metrics = compiled[n](state)
-        metrics = jax.device_get(metrics)
+        metrics = to_host(metrics)
         if primary:
             writer.write(metrics, first_update=done_updates)
         previous, done_updates = done_updates, done_updates + n
         if done_updates // every > previous // every or done_updates == learner.num_updates:
             checkpoint.save(out / "checkpoints", done_updates, state, run)  # every process (orbax)
         progress.update(done_updates, metrics)
-    network_params = module.network_params(state)
-    if jax.process_count() > 1:  # to every host (all processes join), then onto one local device
-        network_params = jax.device_put(multihost_utils.process_allgather(network_params, tiled=True),
-                                        jax.local_devices()[0])
+    network_params = jax.device_put(to_host(module.network_params(state)), jax.local_devices()[0])
     if not primary:
         return
     writer.close()

@@ -93,7 +93,8 @@ sys.exit(ecomrl_launch.main(sys.argv[2:]))
 
 def start(argv: list[str], record, devices: int) -> subprocess.Popen:
     """`ecomrl ARGV` in a fresh Python with `devices` virtual CPU devices; its writes go to `record`."""
-    flags = f"{os.environ.get('XLA_FLAGS', '')} {QUICK_COMPILE} --xla_force_host_platform_device_count={devices}"
+    flags = (f"{os.environ.get('XLA_FLAGS', '')} {QUICK_COMPILE} "
+             f"--xla_force_host_platform_device_count={devices}")
     return subprocess.Popen([sys.executable, "-c", RECORDING, str(record), *argv], cwd=REPO,
                             env={**os.environ, "XLA_FLAGS": flags}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
