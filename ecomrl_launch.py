@@ -16,8 +16,8 @@ def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--coordinator", metavar="HOST:PORT", default=None,
                         help="join a multi-process run: process 0's address, reachable from all "
                         "processes (with --num-processes and --process-id)")
-    parser.add_argument("--num-processes", type=int, default=None, help="processes in the run")
-    parser.add_argument("--process-id", type=int, default=None, help="this process, in [0, P)")
+    parser.add_argument("--num-processes", type=int, default=None, metavar="P", help="processes in the run")
+    parser.add_argument("--process-id", type=int, default=None, metavar="I", help="this process, in [0, P)")
     parser.add_argument("--distributed", action="store_true",
                         help="join a multi-process run described by the cluster's environment "
                         "(SLURM, Open MPI, TPU pods: jax.distributed's auto-detection); implied "
