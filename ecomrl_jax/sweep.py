@@ -70,6 +70,12 @@ class RunBatch:
             return on_devices(state), metrics
 
         self.update = update  # (configs, state, n updates) -> (state, metrics with a leading run axis)
+        # (configs, keys, state, fresh) -> state with the runs where `fresh` initialised anew:
+        # a new config takes over a run in the same compiled function (`tune` refills slots so)
+        self.refill = jax.jit(lambda configs, keys, state, fresh: jax.tree.map(
+            lambda new, old: jnp.where(fresh.reshape(fresh.shape + (1,) * (old.ndim - 1)), new, old),
+            self.init(configs, keys), state))
+        self.env_params = env_params
 
     def stack(self, configs: list, keys: list) -> tuple:
         """`configs` and `keys` stacked along a leading run axis and placed on the devices, padded
@@ -79,6 +85,27 @@ class RunBatch:
                              *configs, *configs[-1:] * padding)
         return (jax.device_put(batch, self.split),
                 jax.device_put(jnp.stack(keys + keys[-1:] * padding), self.split))
+
+
+_BATCHES: dict = {}  # (learner module, env, devices) -> the latest RunBatch built for them
+
+
+def run_batch(module, env, env_params, devices: int | None = None) -> RunBatch:
+    """`RunBatch(module, env, env_params, devices)`, reused while `env_params` holds the same
+    values (envs compare by their constructor arguments), so repeated sweeps and searches on one
+    env compile once."""
+    key = (module, env, devices)
+    cached = _BATCHES.get(key)
+    if cached is None or not _same_values(cached.env_params, env_params):
+        cached = _BATCHES[key] = RunBatch(module, env, env_params, devices)
+    return cached
+
+
+def _same_values(a, b) -> bool:
+    leaves_a, tree_a = jax.tree.flatten(a)
+    leaves_b, tree_b = jax.tree.flatten(b)
+    return tree_a == tree_b and all(np.shape(x) == np.shape(y) and np.array_equal(x, y)
+                                    for x, y in zip(leaves_a, leaves_b))
 
 
 def run_sweep(module, config_cls, env, env_params, base: dict, grid: dict[str, list[float]],
@@ -95,7 +122,7 @@ def run_sweep(module, config_cls, env, env_params, base: dict, grid: dict[str, l
             for s in range(num_seeds)]
     chunk_size = chunk_size or len(runs)
     first = module.make_learner(configs[0], env, env_params)  # its sizes are every point's (static)
-    batched = RunBatch(module, env, env_params, devices)
+    batched = run_batch(module, env, env_params, devices)
 
     scores = []
     for start in range(0, len(runs), chunk_size):
