@@ -157,11 +157,24 @@ def make_pruner(name: str, chunk: int, num_updates: int):
 
 
 def make_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S):
-    """An Optuna RDB storage (`sqlite:///...`, `postgresql://...`) whose running trials send a
-    heartbeat; a trial silent for `grace_s` seconds is failed and its params enqueued again."""
-    return optuna.storages.RDBStorage(
-        url, heartbeat_interval=heartbeat_s, grace_period=grace_s,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
+    """An Optuna RDB storage (`sqlite:///...`, `postgresql+psycopg2://...`) whose running trials
+    send a heartbeat; a trial silent for `grace_s` seconds is failed and its params enqueued again.
+    SQLAlchemy >= 2.1 reads a bare `postgresql://` as psycopg 3, which the tune extra lacks."""
+    with warnings.catch_warnings():  # Optuna calls heartbeats and retries "experimental"
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        def storage():
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=heartbeat_s, grace_period=grace_s,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
+
+        try:
+            try:
+                return storage()
+            except sqlalchemy.exc.IntegrityError:  # workers started together: another made the tables
+                return storage()
+        except ImportError as error:
+            raise ValueError(f"storage {url}: no database driver for it ({error.__cause__ or error}); "
+                             f"for PostgreSQL write postgresql+psycopg2://USER:PASSWORD@HOST/DB") from None
 
 
 class _Heartbeat:
@@ -231,7 +244,7 @@ def run_tune(module, config_cls, env, env_params, base: dict, space: dict, trial
     chunk = next(chunk_sizes(first.num_updates))
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING if quiet else optuna.logging.INFO)
-    with warnings.catch_warnings():  # heartbeats, retries and the constant liar are "experimental"
+    with warnings.catch_warnings():  # stale trials, retries and the constant liar are "experimental"
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
         if isinstance(storage, str):
