@@ -10,7 +10,8 @@ or None (in memory). `batch` trials train together as one `sweep.RunBatch`, `num
 with the same keys for every trial (common random numbers), in chunks of updates. After a chunk
 each trial reports its mean return over the chunk (step = updates done) and may be pruned; a
 finished or pruned trial's slot takes a newly asked trial at once, its learner state
-re-initialised in a compiled function (configs are traced, so nothing recompiles). A trial's value
+re-initialised in a compiled function (configs are traced, so nothing recompiles); a slot left
+without a trial near the end trains on, its results dropped. A trial's value
 is the mean over seeds of `sweep.final_score`; one whose returns are not finite FAILs with user
 attr `diverged` and counts towards `trials`. `env_steps` is what this call's trials trained
 (pruned ones what they ran, per-trial in user attr `env_steps`).
@@ -274,9 +275,9 @@ def _train_trials(study, space, trials, batch, num_seeds, seed, chunk, first, ru
 
     def fill(i) -> bool:
         """Ask a trial for slot `i`; False when the study needs no more."""
+        slots[i] = None
         optuna.storages.fail_stale_trials(study)
         trial = _ask(study, space, trials)
-        slots[i] = None
         if trial is not None:
             slots[i] = _Slot(trial, config_from(config_cls, base, trial.params), [])
             heartbeat.add(trial._trial_id)
@@ -285,11 +286,11 @@ def _train_trials(study, space, trials, batch, num_seeds, seed, chunk, first, ru
     def stacked():
         return runs.stack([s.config if s else base_config for s in slots for _ in range(num_seeds)], keys)
 
-    for i in range(len(slots)):
-        fill(i)
-    configs, stacked_keys = stacked()
-    state = runs.init(configs, stacked_keys)
     try:
+        for i in range(len(slots)):
+            fill(i)
+        configs, stacked_keys = stacked()
+        state = runs.init(configs, stacked_keys)
         while any(slots):
             state, metrics = runs.update(configs, state, chunk)
             returns = np.asarray(metrics["episode_return"])[:len(keys)].reshape(len(slots), num_seeds, chunk)

@@ -135,6 +135,7 @@ def test_a_study_killed_mid_batch_resumes_to_exactly_its_trials(monkeypatch, tmp
     assert tiny_tune(4, url, "resume").env_steps == 0 and len(study.trials) == 6  # nothing left to do
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_a_trial_whose_process_died_silently_is_failed_and_run_again(tmp_path):
     """A RUNNING trial with no heartbeat for the grace period is another process's that died."""
     storage = tune.make_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_s=1, grace_s=1)
