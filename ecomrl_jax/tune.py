@@ -397,10 +397,10 @@ def plot_history(study, png_path) -> None:
     """Each trial's value (pruned: its last report) by trial number, and the best so far."""
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
-    for state, marker in ((TrialState.COMPLETE, "o"), (TrialState.PRUNED, "x")):
+    for state, marker, label in ((TrialState.COMPLETE, "o", "complete"),
+                                 (TrialState.PRUNED, "x", "pruned (its last report)")):
         trials = [t for t in study.trials if t.state == state and t.value is not None]
-        ax.plot([t.number for t in trials], [t.value for t in trials], marker, ls="",
-                label=state.name.lower())
+        ax.plot([t.number for t in trials], [t.value for t in trials], marker, ls="", label=label)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     ax.step([t.number for t in complete], np.maximum.accumulate([t.value for t in complete]),
             where="post", label="best so far")

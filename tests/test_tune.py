@@ -5,6 +5,7 @@ PostgreSQL study."""
 import csv
 import dataclasses
 import glob
+import importlib.util
 import json
 import os
 import shutil
@@ -80,6 +81,12 @@ def test_a_bound_outside_the_config_rules_and_grid_misuse_are_refused():
         tune.make_sampler("grid", {"lr": CategoricalDistribution([1e-3, 1e-2])}, 0, 3)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("torch") is not None, reason="torch is installed")
+def test_the_gp_sampler_without_torch_says_what_it_needs():
+    with pytest.raises(ValueError, match="--sampler gp needs torch"):
+        tune.make_sampler("gp", SPACE, 0, 4)
+
+
 class PruneOdd(optuna.pruners.BasePruner):
     """Prunes every odd-numbered trial at its first report."""
 
@@ -120,8 +127,14 @@ def test_a_study_killed_mid_batch_resumes_to_exactly_its_trials(monkeypatch, tmp
     calls = count_updates(monkeypatch)
     batch = sweep.run_batch(ppo, ENV, PARAMS)
     update = batch.update
-    monkeypatch.setattr(batch, "update", lambda *a: update(*a) if len(calls) < 5 else 1 / 0)
-    with pytest.raises(ZeroDivisionError):
+
+    def dies_at_the_sixth_call(*args):
+        if len(calls) == 5:
+            raise RuntimeError("killed")
+        return update(*args)
+
+    monkeypatch.setattr(batch, "update", dies_at_the_sixth_call)
+    with pytest.raises(RuntimeError, match="killed"):
         tiny_tune(4, url, "resume")
     monkeypatch.undo()
     study = optuna.load_study(study_name="resume", storage=url)
