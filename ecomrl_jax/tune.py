@@ -31,7 +31,6 @@ import math
 import sys
 import threading
 import warnings
-from pathlib import Path
 from typing import NamedTuple
 
 import jax
