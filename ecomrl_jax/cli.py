@@ -1,4 +1,4 @@
-"""The `ecomrl` command: list, train, evaluate, sweep, bench, ope.
+"""The `ecomrl` command: list, train, evaluate, sweep, tune, bench, ope.
 
 The installed command starts at `ecomrl_launch.main`, which joins a multi-process run
 (`jax.distributed`) before this package is imported; `train` then spans every process's devices.
@@ -49,6 +49,25 @@ def parse_overrides(pairs: list[str], config_cls) -> dict:
         except (ValueError, TypeError):
             raise UsageError(f"--set {name}: cannot read {value!r} as {kind.__name__}") from None
     return overrides
+
+
+def read_config_file(path, config_cls) -> dict:
+    """A JSON object of config fields (e.g. `tune`'s best_config.json) -> typed overrides."""
+    try:
+        fields = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--config {path}: cannot read a JSON object ({error})") from None
+    if not isinstance(fields, dict):
+        raise UsageError(f"--config {path}: expected a JSON object of config fields")
+    valid = {f.name: type(f.default) for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(fields) - set(valid))
+    if unknown:
+        raise UsageError(f"--config {path}: unknown {config_cls.__name__} fields {unknown}; "
+                         f"valid: {sorted(valid)}")
+    try:
+        return {k: v if valid[k] is str else valid[k](v) for k, v in fields.items()}
+    except (ValueError, TypeError) as error:
+        raise UsageError(f"--config {path}: {error}") from None
 
 
 def check_env_and_algo(args) -> None:
@@ -114,7 +133,8 @@ def cmd_train(args) -> None:
         if (out / RUN_FILE).exists():
             raise UsageError(f"{out} already holds a run; use --resume or another --out")
         config_cls = LEARNERS[args.algo][0]
-        config = parse_overrides(args.set, config_cls)
+        config = read_config_file(args.config, config_cls) if args.config else {}
+        config.update(parse_overrides(args.set, config_cls))
         if args.total_steps is not None:
             config["total_timesteps"] = args.total_steps
         run = {"env": args.env, "algo": args.algo, "seeds": args.seeds, "seed": args.seed,
@@ -237,6 +257,43 @@ def cmd_sweep(args) -> None:
         print(f"\nwrote {out / 'sweep.md'}, {out / 'sweep.json'} and {out / 'sweep.png'}")
 
 
+def cmd_tune(args) -> None:
+    try:
+        from ecomrl_jax import tune
+    except ModuleNotFoundError as error:
+        raise UsageError(f'tune needs {error.name}: pip install "ecomrl_jax[tune]"') from None
+    check_env_and_algo(args)
+    if min(args.trials, args.batch, args.seeds, args.total_steps) < 1:
+        raise UsageError("--trials, --batch, --seeds and --total-steps must be positive")
+    config_cls, module = LEARNERS[args.algo]
+    space = tune.parse_space(args.space, config_cls)
+    base = {**parse_overrides(args.set, config_cls), "total_timesteps": args.total_steps}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    storage = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    env, params = ecomrl_jax.make(args.env)
+    result = tune.run_tune(module, config_cls, env, params, base, space, args.trials, args.batch,
+                           args.sampler, args.pruner, args.seeds, args.seed, storage,
+                           args.study or f"{args.algo}-{args.env}", args.quiet, args.devices,
+                           args.sampler_seed)
+    study = result.study
+    tune.write_trials_csv(study, out / "trials.csv")
+    (out / "best_config.json").write_text(json.dumps(tune.best_config(study, config_cls, base), indent=2) + "\n")
+    states = [row["state"] for row in tune.trial_rows(study)]
+    table = (f"{args.algo} on {args.env}, {args.total_steps:,} env steps per run, {args.seeds} seeds per "
+             f"trial, {args.sampler} sampler, {args.pruner} pruner; study {study.study_name!r}: "
+             + ", ".join(f"{states.count(s)} {s.lower()}" for s in sorted(set(states)))
+             + f"; this run trained {result.env_steps:,} env steps. Score = mean episode return over the "
+             f"last tenth of updates\n\n" + tune.tune_table(study))
+    (out / "tune.md").write_text(table + "\n")
+    tune.plot_history(study, out / "history.png")
+    print(table)
+    if not tune.plot_importance(study, out / "importance.png"):
+        print("one parameter: no importance figure")
+    print(f"\nwrote trials.csv, best_config.json, tune.md and figures to {out}; "
+          f"ecomrl train --algo {args.algo} --env {args.env} --config {out / 'best_config.json'} trains the best")
+
+
 def load_log(args):
     """The logged data of `--data`: the vendored OBD sample, an OBD-layout CSV or a `.npz` log."""
     if args.data == "obd":
@@ -322,6 +379,8 @@ def make_parser() -> argparse.ArgumentParser:
                        help="env steps per seed (default: the learner's own)")
     train.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                        help="override a config field, e.g. --set lr=1e-3")
+    train.add_argument("--config", default=None, metavar="FILE",
+                       help="JSON object of config fields (e.g. tune's best_config.json); --set on top")
     train.add_argument("--checkpoints", type=int, default=10, help="checkpoints over the run")
     train.add_argument("--episodes", type=int, default=1000, help="evaluation episodes per seed")
     train.add_argument("--out", default="runs/latest")
@@ -355,6 +414,35 @@ def make_parser() -> argparse.ArgumentParser:
     sweep_parser.add_argument("--out", default="results/sweep")
     sweep_parser.add_argument("--quiet", action="store_true", help="no progress line")
     sweep_parser.set_defaults(func=cmd_sweep)
+
+    tune_parser = sub.add_parser("tune", help="Optuna search over config fields, trials trained "
+                                 "vmapped in batches (needs the tune extra)")
+    tune_parser.add_argument("--env", default="ShopperRec-v0")
+    tune_parser.add_argument("--algo", default="ppo")
+    tune_parser.add_argument("--space", action="append", default=[], metavar="NAME=SPEC",
+                             help="a traced config field's range: LOW:HIGH, log:LOW:HIGH, int:LOW:HIGH "
+                             "or V1,V2,... (choices), e.g. --space lr=log:1e-4:1e-2")
+    tune_parser.add_argument("--trials", type=int, default=64, help="trials in the study (all workers)")
+    tune_parser.add_argument("--batch", type=int, default=16, help="trials trained at once, vmapped")
+    tune_parser.add_argument("--sampler", default="tpe", choices=["tpe", "gp", "random", "grid"],
+                             help="gp needs torch; grid needs listed values or int ranges")
+    tune_parser.add_argument("--pruner", default="none", choices=["none", "median", "hyperband"])
+    tune_parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                             help="fixed config override for every trial")
+    tune_parser.add_argument("--seeds", type=int, default=1, help="seeds per trial (its value: their mean)")
+    tune_parser.add_argument("--seed", type=int, default=0, help="base PRNG seed (shared by all trials)")
+    tune_parser.add_argument("--sampler-seed", type=int, default=None,
+                             help="the sampler's seed (default --seed); give each worker of a shared study its own")
+    tune_parser.add_argument("--total-steps", type=int, default=500_000, help="env steps per run")
+    tune_parser.add_argument("--storage", default=None,
+                             help="Optuna storage URL shared by workers, e.g. postgresql://user@host/db "
+                             "(default: sqlite:///OUT/study.db)")
+    tune_parser.add_argument("--study", default=None, help="study name (default ALGO-ENV)")
+    tune_parser.add_argument("--devices", type=int, default=None,
+                             help="devices to split a batch's runs over (default: all)")
+    tune_parser.add_argument("--out", default="results/tune")
+    tune_parser.add_argument("--quiet", action="store_true", help="no line per trial")
+    tune_parser.set_defaults(func=cmd_tune)
 
     ope = sub.add_parser("ope", help="off-policy estimates of a policy's value from logged data")
     ope.add_argument("--data", default="obd", help="'obd' (the vendored Open Bandit Dataset sample), "
