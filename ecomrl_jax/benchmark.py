@@ -101,16 +101,22 @@ def compile_rollout(name: str, batch_size: int, num_steps: int, mesh=None):
     return compiled, params, time.perf_counter() - start
 
 
-def measure(name: str, batch_size: int, num_steps: int, repeats: int, mesh=None) -> dict:
-    """Compile seconds and best-of-`repeats` env steps/s for one env (a registered id, a `SCALED`
-    name or a gymnax id) and batch size, on the devices of `mesh` (default: one)."""
-    compiled, params, compile_s = compile_rollout(name, batch_size, num_steps, mesh)
+def best_seconds(compiled, params, repeats: int) -> float:
+    """Seconds of the fastest of `repeats` calls of a compiled rollout, after one warm-up call."""
     compiled(jax.random.key(1), params).block_until_ready()
     best = float("inf")
     for i in range(repeats):
         start = time.perf_counter()
         compiled(jax.random.key(2 + i), params).block_until_ready()
         best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measure(name: str, batch_size: int, num_steps: int, repeats: int, mesh=None) -> dict:
+    """Compile seconds and best-of-`repeats` env steps/s for one env (a registered id, a `SCALED`
+    name or a gymnax id) and batch size, on the devices of `mesh` (default: one)."""
+    compiled, params, compile_s = compile_rollout(name, batch_size, num_steps, mesh)
+    best = best_seconds(compiled, params, repeats)
     return {"env": name, "batch_size": batch_size, "num_steps": num_steps,
             "steps_per_s": batch_size * num_steps / best, "compile_s": compile_s}
 
