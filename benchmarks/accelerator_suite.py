@@ -96,7 +96,7 @@ def env_rows(names: list[str], batch_sizes, sizes: dict, budget: Budget, limit, 
     """Measure `names` at `batch_sizes` into `done` (name -> rows), skipping what would not fit."""
     for batch_size in batch_sizes:
         for name in names:
-            rows = done.setdefault(name, [])
+            rows = done.get(name, [])
             if rows and "out_of_memory" in rows[-1]:
                 continue  # stopped at the memory limit
             last = rows[-1] if rows else None
@@ -114,7 +114,7 @@ def env_rows(names: list[str], batch_sizes, sizes: dict, budget: Budget, limit, 
             else:
                 print(f"{name:26s} batch {batch_size:9,d}: {row['steps_per_s']:16,.0f} steps/s, "
                       f"compile {row['compile_s']:.1f} s", flush=True)
-            rows.append(row)
+            done.setdefault(name, []).append(row)
 
 
 def train_rows(sizes: dict, budget: Budget) -> list[dict]:

@@ -51,13 +51,15 @@ def make_env(name: str):
 
 
 def tree_bytes(tree) -> int:
-    """Sum of the leaves' bytes (Python scalars count as the float32/int32 arrays they become)."""
-    return sum(jax.numpy.asarray(x).nbytes for x in jax.tree.leaves(tree))
+    """Sum of the leaves' bytes: arrays or shapes (`jax.eval_shape`); Python scalars count as the
+    float32/int32 arrays they become."""
+    return sum(x.size * x.dtype.itemsize if isinstance(x, jax.ShapeDtypeStruct) else jax.numpy.asarray(x).nbytes
+               for x in jax.tree.leaves(tree))
 
 
 def memory_per_env(env, params) -> dict:
     """Bytes of one env's state, and of the params (catalogue, coefficients) the batch shares."""
-    _, state = env.reset(jax.random.key(0), params)
+    _, state = jax.eval_shape(env.reset, jax.random.key(0), params)
     return {"state_bytes": tree_bytes(state), "params_bytes": tree_bytes(params)}
 
 
