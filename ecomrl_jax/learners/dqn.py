@@ -119,9 +119,9 @@ DQN_RULES = {
                                        "train_frequency", "gradient_steps",
                                        "target_update_interval", "n_step", "hidden_size")},
     "learning_starts": NON_NEGATIVE_INT,
-    "lr": POSITIVE, "min_lr": NON_NEGATIVE, "gamma": DISCOUNT, "tau": DISCOUNT, "epsilon_start": UNIT_INTERVAL,
-    "epsilon_end": UNIT_INTERVAL, "epsilon_decay_fraction": DISCOUNT, "max_grad_norm": POSITIVE,
-    "huber_delta": POSITIVE}
+    "lr": POSITIVE, "min_lr": NON_NEGATIVE, "gamma": DISCOUNT, "tau": DISCOUNT,
+    "epsilon_start": UNIT_INTERVAL, "epsilon_end": UNIT_INTERVAL, "epsilon_decay_fraction": DISCOUNT,
+    "max_grad_norm": POSITIVE, "huber_delta": POSITIVE}
 EXPONENTIAL_EPSILON = Rule(DISCOUNT.ok, "in (0, 1] for an exponential schedule")
 
 

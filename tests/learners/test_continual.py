@@ -49,7 +49,8 @@ def test_dqn_starts_from_given_weights_and_refuses_misfits(pricing):
     env, params = pricing
     config = dqn.DQNConfig(**DQN_TINY)
     trained = dqn.make_learner(config, env, params).init(jax.random.key(1)).train_state.params
-    state = dqn.make_learner(config, env, params, init_network_params=trained).init(jax.random.key(2))
+    learner = dqn.make_learner(config, env, params, init_network_params=trained)
+    state = learner.init(jax.random.key(2))
     assert_identical(state.train_state.params, trained)
     assert_identical(state.train_state.target_params, trained)
     wider = dqn.make_learner(dqn.DQNConfig(**{**DQN_TINY, "hidden_size": 16}), env, params)
@@ -82,7 +83,8 @@ def test_ppo_restart_keeps_weights_and_envs_and_starts_a_fresh_optimiser(pricing
     restarted = continual.restart_schedules(fresh, deployed)
     assert_identical(restarted.train_state, fresh.train_state)
     assert_identical(restarted.train_state.params, deployed.train_state.params)
-    assert_identical(restarted.loop._replace(update_step=None), deployed.loop._replace(update_step=None))
+    unclocked = dict(update_step=None)
+    assert_identical(restarted.loop._replace(**unclocked), deployed.loop._replace(**unclocked))
     assert int(restarted.loop.update_step) == 0 and int(deployed.loop.update_step) == 2
     # Adam's step count is 0 again, so the lr schedule starts from the top
     counts = [x for x in jax.tree.leaves(restarted.train_state.opt_state) if x.dtype == jnp.int32]
