@@ -1,8 +1,12 @@
 """experiments/online_adaptation.py: recovery counting, and end to end on a tiny budget (slow)."""
 
+import jax
 import numpy as np
 import pytest
 
+import ecomrl_jax
+from ecomrl_jax.envs.inventory.policies import table_policy, value_iteration
+from ecomrl_jax.wrappers import Drift, DriftSchedule, drift_preset
 from experiments import online_adaptation as oa
 from tests.helpers import run_quickly
 
@@ -13,6 +17,24 @@ def test_recovery_counts_periods_after_the_change_until_the_smoothed_ratio_reach
     # smoothed over 3 periods from the change: 5.2, 8.0, 9.53 -> period 2 after the change
     assert oa.recovery_periods(curve, oracle, change=2) == 2
     assert oa.recovery_periods(np.full(10, 9.0), oracle, change=2) is None
+
+
+def test_inventory_oracle_orders_by_the_optimum_of_the_params_in_force():
+    inner, base = ecomrl_jax.make("Inventory-v0", lead_time=0)
+    params = drift_preset(inner, "demand_jump", DriftSchedule(start=5.0), base)
+    key = jax.random.key(0)
+    obs, state = Drift(inner).reset(key, params)
+    select = oa.oracle_action(inner, params)
+    optimum = [table_policy(inner, value_iteration(inner, p)) for p in (params.base, params.target)]
+    differ = 0
+    for level in range(0, 21, 2):
+        at = state.replace(env_state=state.env_state.replace(inventory=jax.numpy.float32(level)))
+        before, after = (policy(key, obs, at.env_state, p)
+                         for policy, p in zip(optimum, (params.base, params.target)))
+        differ += int(before != after)
+        assert select(key, obs, at.replace(clock=4)) == before
+        assert select(key, obs, at.replace(clock=5)) == after
+    assert differ  # twice the demand: larger orders somewhere
 
 
 @pytest.mark.slow
