@@ -25,7 +25,8 @@ import optax
 from ecomrl_jax.learners.config import check_bools, check_config, check_one_update, make_optimizer
 from ecomrl_jax.learners.distributions import action_spec, log_prob_entropy, sample_action, to_env_action
 from ecomrl_jax.learners.loop import Episodes, Learner, LoopState, make_env_loop
-from ecomrl_jax.learners.networks import make_actor_critic, make_transformer_actor_critic
+from ecomrl_jax.learners.networks import (check_params, make_actor_critic,
+                                         make_transformer_actor_critic)
 from ecomrl_jax.learners.targets import gae
 from ecomrl_jax.rules import DISCOUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Rule
 
@@ -146,7 +147,7 @@ def make_rollout(env, env_params, learner: str, hidden_size: int, num_envs: int,
         if params is None:
             params = network.init(k_net, one_obs)
         else:
-            _check_params(params, jax.eval_shape(network.init, k_net, one_obs), learner)
+            check_params(params, jax.eval_shape(network.init, k_net, one_obs), learner)
         return RunnerState(TrainState(params, tx.init(params)), loop)
 
     def act(params, key, obs, _):
@@ -171,16 +172,6 @@ def make_rollout(env, env_params, learner: str, hidden_size: int, num_envs: int,
         return runner._replace(loop=loop), {**metrics, **jax.tree.map(jnp.mean, losses)}
 
     return Rollout(network, init, collect, finish)
-
-
-def _check_params(params, expected, learner: str) -> None:
-    """ValueError unless `params` has the structure, shapes and dtypes of `expected`."""
-    def spec(tree):
-        return jax.tree.structure(tree), [(x.shape, x.dtype) for x in jax.tree.leaves(tree)]
-
-    if spec(params) != spec(expected):
-        raise ValueError(f"{learner}: the initial network params do not fit the network of this "
-                         "config and env (different structure, shapes or dtypes)")
 
 
 def network_params(runner_state: RunnerState):

@@ -5,6 +5,7 @@ validates with `check_config`; the structural checks (choices, bools, a run of a
 update) are the small helpers below, so every learner words its errors the same way.
 """
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -96,6 +97,14 @@ def check_one_update(config, steps_per_update: int, what: str) -> None:
                          f"less than one update ({what} = {steps_per_update})")
 
 
+def check_min_lr(config) -> None:
+    """ValueError unless `config.min_lr` <= `config.lr` (where both are concrete)."""
+    traced = any(isinstance(x, jax.core.Tracer) for x in (config.lr, config.min_lr))
+    if not traced and config.min_lr > config.lr:
+        raise ValueError(f"{type(config).__name__}.min_lr ({config.min_lr}) must be <= lr "
+                         f"({config.lr}): it is the floor the learning rate anneals to")
+
+
 def epsilon_schedule(schedule: str, start, end, progress) -> jnp.ndarray:
     """Exploration rate at `progress` in [0, 1] of its decay (clipped): constant `start`, or
     `start` to `end` by arithmetic ("linear") or geometric ("exponential") interpolation."""
@@ -108,14 +117,16 @@ def epsilon_schedule(schedule: str, start, end, progress) -> jnp.ndarray:
 
 
 def make_optimizer(lr, max_grad_norm, anneal_lr: bool = False, num_updates: int = 1,
-                   steps_per_update: int = 1):
+                   steps_per_update: int = 1, min_lr=0.0):
     """Adam (eps `ADAM_EPS`) after global-norm clipping; with `anneal_lr` the learning rate
-    decays linearly to 0 over `num_updates` updates of `steps_per_update` gradient steps each.
+    decays linearly to `min_lr` over `num_updates` updates of `steps_per_update` gradient steps
+    each, then stays there (a floor > 0 keeps a deployed policy learning; see `continual`).
     Flattened: one vector for clipping and Adam instead of one op per parameter leaf (same
     arithmetic, noticeably faster to compile)."""
 
     def annealed_lr(count):
-        return lr * jnp.maximum(0.0, 1.0 - (count // steps_per_update) / num_updates)
+        left = jnp.maximum(0.0, 1.0 - (count // steps_per_update) / num_updates)
+        return min_lr + (lr - min_lr) * left
 
     return optax.flatten(optax.chain(optax.clip_by_global_norm(max_grad_norm),
                                      optax.adam(annealed_lr if anneal_lr else lr, eps=ADAM_EPS)))

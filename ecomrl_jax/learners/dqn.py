@@ -40,14 +40,14 @@ from flax import struct
 from gymnax.environments import spaces
 
 from ecomrl_jax.learners.config import (EPSILON_SCHEDULES, ReplaySizes, check_bools, check_choice,
-                                        check_config, check_one_update, epsilon_schedule,
-                                        make_optimizer)
+                                        check_config, check_min_lr, check_one_update,
+                                        epsilon_schedule, make_optimizer)
 from ecomrl_jax.learners.loop import Learner, LoopState, make_env_loop, train_fn
-from ecomrl_jax.learners.networks import make_q_network
+from ecomrl_jax.learners.networks import check_params, make_q_network
 from ecomrl_jax.learners.replay import ReplayBuffer, buffer_add, buffer_init, sample_windows
 from ecomrl_jax.learners.targets import (action_value, double_dqn_target, first_done, greedy_action,
                                          n_step_return, td_target)
-from ecomrl_jax.rules import (DISCOUNT, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL,
+from ecomrl_jax.rules import (DISCOUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL,
                               Rule)
 from ecomrl_jax.spaces import Slate
 
@@ -68,6 +68,7 @@ class DQNConfig(ReplaySizes):
     """
 
     lr: float = 1e-3
+    min_lr: float = 0.0  # the floor `anneal_lr` decays lr to
     gamma: float = 0.99
     tau: float = 1.0
     epsilon_start: float = 1.0
@@ -106,6 +107,7 @@ class DQNConfig(ReplaySizes):
         check_choice(self, "epsilon_schedule", EPSILON_SCHEDULES)
         check_bools(self, "double_dqn", "dueling", "anneal_lr")
         check_config(self, table)
+        check_min_lr(self)
         check_one_update(self, self.steps_per_update, "num_envs * train_frequency")
         if self.buffer_rows < self.n_step:
             raise ValueError(f"buffer_size ({self.buffer_size}) must hold at least n_step = "
@@ -117,9 +119,9 @@ DQN_RULES = {
                                        "train_frequency", "gradient_steps",
                                        "target_update_interval", "n_step", "hidden_size")},
     "learning_starts": NON_NEGATIVE_INT,
-    "lr": POSITIVE, "gamma": DISCOUNT, "tau": DISCOUNT, "epsilon_start": UNIT_INTERVAL,
-    "epsilon_end": UNIT_INTERVAL, "epsilon_decay_fraction": DISCOUNT, "max_grad_norm": POSITIVE,
-    "huber_delta": POSITIVE}
+    "lr": POSITIVE, "min_lr": NON_NEGATIVE, "gamma": DISCOUNT, "tau": DISCOUNT,
+    "epsilon_start": UNIT_INTERVAL, "epsilon_end": UNIT_INTERVAL, "epsilon_decay_fraction": DISCOUNT,
+    "max_grad_norm": POSITIVE, "huber_delta": POSITIVE}
 EXPONENTIAL_EPSILON = Rule(DISCOUNT.ok, "in (0, 1] for an exponential schedule")
 
 
@@ -262,11 +264,13 @@ def make_replay_update(config, tx, env_loop, act, observe, loss_fn, sample, min_
     return update
 
 
-def make_learner(config: DQNConfig, env, env_params) -> Learner:
+def make_learner(config: DQNConfig, env, env_params, init_network_params=None) -> Learner:
     """DQN as a `Learner`: `init(key)` -> runner state, `update(state)` -> (state, metrics).
 
     One update: `train_frequency` epsilon-greedy steps of all `num_envs` envs into the
     buffer, then (once `learning_starts` env steps are done) `gradient_steps` gradient steps.
+    `init_network_params` (e.g. a trained policy to deploy) replace the fresh network params,
+    online and target.
     """
     config.validate()
     num_actions, slate_size = _action_spec(env, env_params)
@@ -275,12 +279,15 @@ def make_learner(config: DQNConfig, env, env_params) -> Learner:
     env_loop = make_env_loop(env, env_params, config.num_envs)
     n = config.n_step
     tx = make_optimizer(config.lr, config.max_grad_norm, config.anneal_lr,
-                        max(1, config.num_gradient_steps))
+                        max(1, config.num_gradient_steps), min_lr=config.min_lr)
 
     def init(key):
         k_net, k_loop = jax.random.split(key)
         loop = env_loop.init(k_loop)
         params = network.init(k_net, jax.tree.map(lambda x: x[0], loop.obs))
+        if init_network_params is not None:
+            check_params(init_network_params, params, "DQN")
+            params = init_network_params
         train_state = TrainState(params, params, tx.init(params), jnp.int32(0))
         num_envs = config.num_envs
         action = jnp.zeros((num_envs, slate_size) if slate_size else (num_envs,), jnp.int32)
@@ -337,6 +344,7 @@ def make_learner(config: DQNConfig, env, env_params) -> Learner:
                    steps_per_update=config.steps_per_update)
 
 
-def make_train(config: DQNConfig, env, env_params):
-    """`train(key) -> (final RunnerState, metrics)`, metrics stacked over updates."""
-    return train_fn(make_learner(config, env, env_params))
+def make_train(config: DQNConfig, env, env_params, init_network_params=None):
+    """`train(key) -> (final RunnerState, metrics)`, metrics stacked over updates; the run
+    starts from `init_network_params` where given."""
+    return train_fn(make_learner(config, env, env_params, init_network_params))

@@ -9,6 +9,7 @@ over discrete actions or candidate items.
 from collections.abc import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 from gymnax.environments import spaces
@@ -24,6 +25,16 @@ TRANSFORMER_PRESETS = {
 }
 # Values of a learner config's `network` field: the env's default network or a Transformer torso.
 NETWORKS = ("default", *(f"transformer-{name}" for name in TRANSFORMER_PRESETS))
+
+
+def check_params(params, expected, learner: str) -> None:
+    """ValueError unless `params` has the structure, shapes and dtypes of `expected`."""
+    def spec(tree):
+        return jax.tree.structure(tree), [(x.shape, x.dtype) for x in jax.tree.leaves(tree)]
+
+    if spec(params) != spec(expected):
+        raise ValueError(f"{learner}: the initial network params do not fit the network of this "
+                         "config and env (different structure, shapes or dtypes)")
 
 
 def _dense(features: int, scale: float = np.sqrt(2)) -> nn.Dense:

@@ -21,10 +21,10 @@ from flax import struct
 from ecomrl_jax.learners.actor_critic import (  # noqa: F401 (make_policy, network_params: the CLI's interface)
     ACTOR_CRITIC_RULES, RunnerState, TrainState, advantages_and_targets, check_rollout_config,
     loss_terms, make_policy, make_rollout, network_params)
-from ecomrl_jax.learners.config import RolloutSizes, make_optimizer
+from ecomrl_jax.learners.config import RolloutSizes, check_min_lr, make_optimizer
 from ecomrl_jax.learners.distributions import log_prob_entropy
 from ecomrl_jax.learners.loop import Learner, train_fn
-from ecomrl_jax.rules import POSITIVE, POSITIVE_INT, UNIT_INTERVAL
+from ecomrl_jax.rules import NON_NEGATIVE, POSITIVE, POSITIVE_INT, UNIT_INTERVAL
 
 
 @struct.dataclass
@@ -32,6 +32,7 @@ class PPOConfig(RolloutSizes):
     """PPO hyperparameters; defaults are tuned for ShopperRec-v0 on a 2-core CPU."""
 
     lr: float = 3e-3
+    min_lr: float = 0.0  # the floor `anneal_lr` decays lr to
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_eps: float = 0.2
@@ -50,13 +51,14 @@ class PPOConfig(RolloutSizes):
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field; traced (vmapped) values are skipped."""
         check_rollout_config(self, PPO_RULES)
+        check_min_lr(self)
         if self.batch_size % self.num_minibatches:
             raise ValueError(f"num_envs * num_steps ({self.batch_size}) must be divisible by "
                              f"num_minibatches ({self.num_minibatches})")
 
 
 PPO_RULES = {**ACTOR_CRITIC_RULES, "update_epochs": POSITIVE_INT, "num_minibatches": POSITIVE_INT,
-             "gae_lambda": UNIT_INTERVAL, "clip_eps": POSITIVE}
+             "gae_lambda": UNIT_INTERVAL, "clip_eps": POSITIVE, "min_lr": NON_NEGATIVE}
 
 
 def validate_config(config: PPOConfig) -> None:
@@ -72,7 +74,7 @@ def make_learner(config: PPOConfig, env, env_params, init_network_params=None) -
                            config.num_steps, config.network)
     minibatch_size = config.batch_size // config.num_minibatches
     tx = make_optimizer(config.lr, config.max_grad_norm, config.anneal_lr, config.num_updates,
-                        config.num_minibatches * config.update_epochs)
+                        config.num_minibatches * config.update_epochs, config.min_lr)
 
     def loss_fn(params, batch, advantages, targets):
         dist, value = rollout.network.apply(params, batch.obs)
