@@ -40,15 +40,14 @@ from flax import struct
 from gymnax.environments import spaces
 
 from ecomrl_jax.learners.config import (EPSILON_SCHEDULES, ReplaySizes, check_bools, check_choice,
-                                        check_config, check_one_update, epsilon_schedule,
-                                        make_optimizer)
+                                        check_config, check_one_update, epsilon_rules,
+                                        epsilon_schedule, make_optimizer)
 from ecomrl_jax.learners.loop import Learner, LoopState, make_env_loop, train_fn
 from ecomrl_jax.learners.networks import make_q_network
 from ecomrl_jax.learners.replay import ReplayBuffer, buffer_add, buffer_init, sample_windows
 from ecomrl_jax.learners.targets import (action_value, double_dqn_target, first_done, greedy_action,
                                          n_step_return, td_target)
-from ecomrl_jax.rules import (DISCOUNT, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL,
-                              Rule)
+from ecomrl_jax.rules import DISCOUNT, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL
 from ecomrl_jax.spaces import Slate
 
 LOSSES = ("huber", "mse")
@@ -99,13 +98,10 @@ class DQNConfig(ReplaySizes):
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field; traced (vmapped) values are skipped."""
-        table = DQN_RULES
-        if self.epsilon_schedule == "exponential":
-            table = {**table, "epsilon_start": EXPONENTIAL_EPSILON, "epsilon_end": EXPONENTIAL_EPSILON}
         check_choice(self, "loss", LOSSES)
         check_choice(self, "epsilon_schedule", EPSILON_SCHEDULES)
         check_bools(self, "double_dqn", "dueling", "anneal_lr")
-        check_config(self, table)
+        check_config(self, epsilon_rules(self, DQN_RULES))
         check_one_update(self, self.steps_per_update, "num_envs * train_frequency")
         if self.buffer_rows < self.n_step:
             raise ValueError(f"buffer_size ({self.buffer_size}) must hold at least n_step = "
@@ -120,7 +116,6 @@ DQN_RULES = {
     "lr": POSITIVE, "gamma": DISCOUNT, "tau": DISCOUNT, "epsilon_start": UNIT_INTERVAL,
     "epsilon_end": UNIT_INTERVAL, "epsilon_decay_fraction": DISCOUNT, "max_grad_norm": POSITIVE,
     "huber_delta": POSITIVE}
-EXPONENTIAL_EPSILON = Rule(DISCOUNT.ok, "in (0, 1] for an exponential schedule")
 
 
 def validate_config(config: DQNConfig) -> None:
