@@ -62,6 +62,9 @@ class DQNConfig(ReplaySizes):
     `total_timesteps` (arithmetic or geometric interpolation), then stay at `epsilon_end`.
     Target network: every `target_update_interval` gradient steps it moves to
     `tau * online + (1 - tau) * target`; tau = 1 is a hard copy, tau < 1 Polyak averaging.
+    Replay ratio: one gradient step on `batch_size` windows per `num_envs * train_frequency`
+    env steps, 2 sampled windows per env step by default; at 4 (train_frequency 1) the gradient
+    steps took ~80% of a run on ShopperRec-v0 and the greedy return after 200k steps was the same.
     Loss "mse" by default: with "huber" Q diverged on CartPole (returns ~100), as it caps
     the pull of the few terminal transitions that anchor the scale of Q.
     """
@@ -79,7 +82,7 @@ class DQNConfig(ReplaySizes):
     buffer_size: int = struct.field(pytree_node=False, default=100_000)  # transitions, all envs
     batch_size: int = struct.field(pytree_node=False, default=128)
     learning_starts: int = struct.field(pytree_node=False, default=5_000)  # env steps, all envs
-    train_frequency: int = struct.field(pytree_node=False, default=1)  # steps per env per update
+    train_frequency: int = struct.field(pytree_node=False, default=2)  # steps per env per update
     gradient_steps: int = struct.field(pytree_node=False, default=1)  # per update
     target_update_interval: int = struct.field(pytree_node=False, default=250)  # gradient steps
     n_step: int = struct.field(pytree_node=False, default=3)
