@@ -4,9 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 from gymnax.environments import spaces
 
-from ecomrl_jax.spaces import Slate, shown_slots
+from ecomrl_jax.spaces import SEQUENTIAL_SLATE_MAX, Slate, shown_slots
 
 
 def test_attributes():
@@ -16,7 +17,7 @@ def test_attributes():
     assert repr(s) == "Slate(num_candidates=10, slate_size=3)"
 
 
-@pytest.mark.parametrize("n, k", [(10, 3), (5, 5), (1, 1)])
+@pytest.mark.parametrize("n, k", [(10, 3), (5, 5), (1, 1), (12, SEQUENTIAL_SLATE_MAX + 1)])
 def test_sample_gives_distinct_in_range_indices(n, k):
     space = Slate(n, k)
     samples = np.asarray(jax.vmap(space.sample)(jax.random.split(jax.random.key(0), 2000)))
@@ -27,6 +28,24 @@ def test_sample_gives_distinct_in_range_indices(n, k):
     for pos in range(k):
         counts = np.bincount(samples[:, pos], minlength=n)
         assert np.all(np.abs(counts - 2000 / n) < 5 * np.sqrt(2000 / n))
+
+
+@pytest.mark.parametrize("n, k", [(6, 3), (5, 5), (200, 2)])
+def test_sample_is_uniform_over_ordered_slates(n, k):
+    """Chi-square goodness of fit to the uniform distribution over the n! / (n - k)! ordered
+    slates (for n = 200, over each slot's candidate and the pair's order), as the random
+    permutation it replaced drew them."""
+    samples = np.asarray(jax.jit(jax.vmap(Slate(n, k).sample))(
+        jax.random.split(jax.random.key(0), 60_000)))
+    if n == 200:
+        counts = [np.bincount(samples[:, 0], minlength=n), np.bincount(samples[:, 1], minlength=n),
+                  np.bincount(samples[:, 0] < samples[:, 1], minlength=2)]
+    else:
+        index = np.ravel_multi_index(samples.T, (n,) * k)
+        counts = [np.unique(index, return_counts=True)[1]]
+        assert counts[0].size == np.prod(np.arange(n - k + 1, n + 1))  # every slate occurs
+    for c in counts:
+        assert scipy.stats.chisquare(c).pvalue > 1e-3
 
 
 def test_sample_is_deterministic_per_key_and_varies_across_keys():

@@ -18,6 +18,7 @@ EPSILON_SCHEDULES = ("constant", "linear", "exponential")
 # take a huge normalised step when they return; it was 1e-5 for PPO/A2C/REINFORCE and 1e-8 for
 # DQN and pre-training before they shared this factory.
 ADAM_EPS = 1e-5
+EXPONENTIAL_EPSILON = rules.Rule(rules.DISCOUNT.ok, "in (0, 1] for an exponential schedule")
 
 
 class UpdateCount:
@@ -71,6 +72,16 @@ def check_config(config, table: dict[str, rules.Rule]) -> None:
     if hasattr(config, "network"):
         check_choice(config, "network", NETWORKS)
     rules.check(config, table)
+
+
+def epsilon_rules(config, table: dict[str, rules.Rule], start: str = "epsilon_start",
+                  end: str = "epsilon_end") -> dict[str, rules.Rule]:
+    """`table` with the epsilon schedule's fields `start` and `end` held to (0, 1] where
+    `config.epsilon_schedule` is "exponential": its geometric interpolation divides by `start`
+    and takes a power of `end / start`, so a 0 there gives NaN or a stuck 0."""
+    if config.epsilon_schedule != "exponential":
+        return table
+    return {**table, start: EXPONENTIAL_EPSILON, end: EXPONENTIAL_EPSILON}
 
 
 def check_choice(config, name: str, choices) -> None:

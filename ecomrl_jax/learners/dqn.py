@@ -41,14 +41,14 @@ from gymnax.environments import spaces
 
 from ecomrl_jax.learners.config import (EPSILON_SCHEDULES, ReplaySizes, check_bools, check_choice,
                                         check_config, check_min_lr, check_one_update,
+                                        epsilon_rules,
                                         epsilon_schedule, make_optimizer)
 from ecomrl_jax.learners.loop import Learner, LoopState, make_env_loop, train_fn
 from ecomrl_jax.learners.networks import check_params, make_q_network
 from ecomrl_jax.learners.replay import ReplayBuffer, buffer_add, buffer_init, sample_windows
 from ecomrl_jax.learners.targets import (action_value, double_dqn_target, first_done, greedy_action,
                                          n_step_return, td_target)
-from ecomrl_jax.rules import (DISCOUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL,
-                              Rule)
+from ecomrl_jax.rules import DISCOUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL
 from ecomrl_jax.spaces import Slate
 
 LOSSES = ("huber", "mse")
@@ -63,6 +63,9 @@ class DQNConfig(ReplaySizes):
     `total_timesteps` (arithmetic or geometric interpolation), then stay at `epsilon_end`.
     Target network: every `target_update_interval` gradient steps it moves to
     `tau * online + (1 - tau) * target`; tau = 1 is a hard copy, tau < 1 Polyak averaging.
+    Replay ratio: one gradient step on `batch_size` windows per `num_envs * train_frequency`
+    env steps, 2 sampled windows per env step by default; at 4 (train_frequency 1) the gradient
+    steps took ~80% of a run on ShopperRec-v0 and the greedy return after 200k steps was the same.
     Loss "mse" by default: with "huber" Q diverged on CartPole (returns ~100), as it caps
     the pull of the few terminal transitions that anchor the scale of Q.
     """
@@ -81,7 +84,7 @@ class DQNConfig(ReplaySizes):
     buffer_size: int = struct.field(pytree_node=False, default=100_000)  # transitions, all envs
     batch_size: int = struct.field(pytree_node=False, default=128)
     learning_starts: int = struct.field(pytree_node=False, default=5_000)  # env steps, all envs
-    train_frequency: int = struct.field(pytree_node=False, default=1)  # steps per env per update
+    train_frequency: int = struct.field(pytree_node=False, default=2)  # steps per env per update
     gradient_steps: int = struct.field(pytree_node=False, default=1)  # per update
     target_update_interval: int = struct.field(pytree_node=False, default=250)  # gradient steps
     n_step: int = struct.field(pytree_node=False, default=3)
@@ -100,13 +103,10 @@ class DQNConfig(ReplaySizes):
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field; traced (vmapped) values are skipped."""
-        table = DQN_RULES
-        if self.epsilon_schedule == "exponential":
-            table = {**table, "epsilon_start": EXPONENTIAL_EPSILON, "epsilon_end": EXPONENTIAL_EPSILON}
         check_choice(self, "loss", LOSSES)
         check_choice(self, "epsilon_schedule", EPSILON_SCHEDULES)
         check_bools(self, "double_dqn", "dueling", "anneal_lr")
-        check_config(self, table)
+        check_config(self, epsilon_rules(self, DQN_RULES))
         check_min_lr(self)
         check_one_update(self, self.steps_per_update, "num_envs * train_frequency")
         if self.buffer_rows < self.n_step:
@@ -122,7 +122,6 @@ DQN_RULES = {
     "lr": POSITIVE, "min_lr": NON_NEGATIVE, "gamma": DISCOUNT, "tau": DISCOUNT,
     "epsilon_start": UNIT_INTERVAL, "epsilon_end": UNIT_INTERVAL, "epsilon_decay_fraction": DISCOUNT,
     "max_grad_norm": POSITIVE, "huber_delta": POSITIVE}
-EXPONENTIAL_EPSILON = Rule(DISCOUNT.ok, "in (0, 1] for an exponential schedule")
 
 
 def validate_config(config: DQNConfig) -> None:

@@ -37,7 +37,8 @@ from flax import struct
 from gymnax.environments import spaces
 
 from ecomrl_jax.learners.config import (EPSILON_SCHEDULES, ReplaySizes, check_bools, check_choice,
-                                        check_config, check_one_update, make_optimizer)
+                                        check_config, check_one_update, epsilon_rules,
+                                        make_optimizer)
 from ecomrl_jax.learners.dqn import RunnerState, TrainState, epsilon, make_replay_update
 from ecomrl_jax.learners.loop import Learner, make_env_loop, train_fn
 from ecomrl_jax.learners.networks import MLP
@@ -185,7 +186,7 @@ class SlateQConfig(ReplaySizes):
         check_choice(self, "slate_optimizer", SLATE_OPTIMIZERS)
         check_choice(self, "epsilon_schedule", EPSILON_SCHEDULES)
         check_bools(self, "double_q", "anneal_lr")
-        check_config(self, SLATEQ_RULES)
+        check_config(self, epsilon_rules(self, SLATEQ_RULES))
         check_one_update(self, self.steps_per_update, "num_envs * train_frequency")
         if self.buffer_rows < 2:
             raise ValueError(f"buffer_size ({self.buffer_size}) must hold at least 2 steps of all "

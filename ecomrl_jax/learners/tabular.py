@@ -26,9 +26,9 @@ from flax import struct
 from gymnax.environments import spaces
 
 from ecomrl_jax.learners.config import (EPSILON_SCHEDULES, RolloutSizes, check_choice, check_config,
-                                        check_one_update, epsilon_schedule)
+                                        check_one_update, epsilon_rules, epsilon_schedule)
 from ecomrl_jax.learners.loop import Learner, LoopState, make_env_loop, train_fn
-from ecomrl_jax.rules import POSITIVE_INT, UNIT_INTERVAL, Rule, in_range
+from ecomrl_jax.rules import POSITIVE_INT, UNIT_INTERVAL, in_range
 
 
 @struct.dataclass
@@ -48,18 +48,14 @@ class QLearningConfig(RolloutSizes):
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field; traced (vmapped) values are skipped."""
-        table = TABULAR_RULES
-        if self.epsilon_schedule == "exponential":
-            table = {**table, "epsilon": EXPONENTIAL_EPSILON, "epsilon_final": EXPONENTIAL_EPSILON}
         check_choice(self, "epsilon_schedule", EPSILON_SCHEDULES)
-        check_config(self, table)
+        check_config(self, epsilon_rules(self, TABULAR_RULES, "epsilon", "epsilon_final"))
         check_one_update(self, self.batch_size, "num_envs * num_steps")
 
 
 TABULAR_RULES = {"num_envs": POSITIVE_INT, "num_steps": POSITIVE_INT, "total_timesteps": POSITIVE_INT,
                  "alpha": in_range(0, 1, low_open=True), "gamma": UNIT_INTERVAL,
                  "epsilon": UNIT_INTERVAL, "epsilon_final": UNIT_INTERVAL}
-EXPONENTIAL_EPSILON = Rule(in_range(0, 1, low_open=True).ok, "in (0, 1] for the exponential schedule")
 
 
 @struct.dataclass

@@ -104,6 +104,10 @@ def test_refuses_an_env_without_a_choice_model_and_bad_config_values():
         slateq.make_learner(slateq.SlateQConfig(slate_optimizer="lp"), env, params)
     with pytest.raises(ValueError, match="gamma must be in"):
         slateq.make_learner(slateq.SlateQConfig(gamma=1.0), env, params)
+    with pytest.raises(ValueError, match=r"epsilon_end must be in \(0, 1\] for an exponential"):
+        slateq.make_learner(slateq.SlateQConfig(epsilon_schedule="exponential", epsilon_end=0.0),
+                            env, params)
+    slateq.SlateQConfig(epsilon_end=0.0).validate()  # a linear schedule may end at 0
 
 
 @pytest.mark.slow
