@@ -1,9 +1,15 @@
 """Env steps/s of every registered env: a script on top of `ecomrl_jax.benchmark` (`ecomrl bench`).
 
-    python -m benchmarks.env_throughput [--batch-sizes 1024 4096] [--envs ShopperRec-v0]
+    python -m benchmarks.env_throughput [--batch-sizes 1024 4096] [--envs ShopperRec-v0] [--devices 4]
+
+On CPU, `--devices N` gets N virtual devices (they share the cores: a correctness smoke test).
 """
 
-from ecomrl_jax.benchmark import make_parser, run
+from benchmarks.cpu_devices import request_cpu_devices
+
+request_cpu_devices()  # before jax starts
+
+from ecomrl_jax.benchmark import make_parser, run  # noqa: E402
 
 
 def main(argv=None) -> list[dict]:

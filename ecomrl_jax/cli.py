@@ -1,13 +1,19 @@
-"""The `ecomrl` command: list, train, evaluate, sweep, bench, ope."""
+"""The `ecomrl` command: list, train, evaluate, sweep, tune, bench, ope.
+
+The installed command starts at `ecomrl_launch.main`, which joins a multi-process run
+(`jax.distributed`) before this package is imported; `train` then spans every process's devices.
+"""
 
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 import ecomrl_jax
 from ecomrl_jax import benchmark, checkpoint, evaluation, sweep
@@ -15,6 +21,7 @@ from ecomrl_jax.learners import LEARNERS
 from ecomrl_jax.learners.loop import compile_updates, make_mesh
 from ecomrl_jax.logging import MetricsWriter, ProgressBar, chunk_sizes, plot_learning_curve
 from ecomrl_jax.offline import estimators, load_npz, load_obd, policies, read_obd_csv, reward_models
+from ecomrl_launch import add_cluster_flags, launched_as_several_tasks
 
 RUN_FILE = "run.json"
 
@@ -44,6 +51,25 @@ def parse_overrides(pairs: list[str], config_cls) -> dict:
     return overrides
 
 
+def read_config_file(path, config_cls) -> dict:
+    """A JSON object of config fields (e.g. `tune`'s best_config.json) -> typed overrides."""
+    try:
+        fields = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--config {path}: cannot read a JSON object ({error})") from None
+    if not isinstance(fields, dict):
+        raise UsageError(f"--config {path}: expected a JSON object of config fields")
+    valid = {f.name: type(f.default) for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(fields) - set(valid))
+    if unknown:
+        raise UsageError(f"--config {path}: unknown {config_cls.__name__} fields {unknown}; "
+                         f"valid: {sorted(valid)}")
+    try:
+        return {k: v if valid[k] is str else valid[k](v) for k, v in fields.items()}
+    except (ValueError, TypeError) as error:
+        raise UsageError(f"--config {path}: {error}") from None
+
+
 def check_env_and_algo(args) -> None:
     if args.env not in ecomrl_jax.list_envs():
         raise UsageError(f"unknown --env {args.env!r}; choose from {ecomrl_jax.list_envs()}")
@@ -65,7 +91,35 @@ def cmd_list(args) -> None:
     print("algorithms:   " + ", ".join(sorted(LEARNERS)))
 
 
+def check_processes(args) -> bool:
+    """Whether this process writes the run's files: the only one, or process 0 of a multi-process
+    run (`ecomrl_launch` joined it before jax started; the mesh then spans every process's devices)."""
+    explicit = args.num_processes is not None
+    asked = explicit or args.distributed or launched_as_several_tasks(os.environ)
+    if asked and not jax.distributed.is_initialized():
+        raise UsageError("a multi-process run (--coordinator/--num-processes/--process-id, "
+                         "--distributed, or srun/mpirun with several tasks) needs the `ecomrl` "
+                         "command (or python -m ecomrl_launch): jax.distributed must start before "
+                         "ecomrl_jax is imported")
+    if explicit and (jax.process_count(), jax.process_index()) != (args.num_processes, args.process_id):
+        raise UsageError(f"this is process {jax.process_index()} of {jax.process_count()}, not "
+                         f"--process-id {args.process_id} of --num-processes {args.num_processes}")
+    if jax.process_count() > 1 and args.devices not in (None, jax.device_count()):
+        raise UsageError(f"a multi-process run spans all {jax.device_count()} devices of its "
+                         f"{jax.process_count()} processes; leave out --devices (got {args.devices})")
+    return jax.process_index() == 0
+
+
+def to_host(tree):
+    """`tree`'s global values as numpy arrays, on every process (in a multi-process run a
+    collective that every process joins: its arrays span devices of other processes)."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
 def cmd_train(args) -> None:
+    primary = check_processes(args)
     out = Path(args.out)
     if args.resume:
         run_path = out / RUN_FILE
@@ -79,7 +133,8 @@ def cmd_train(args) -> None:
         if (out / RUN_FILE).exists():
             raise UsageError(f"{out} already holds a run; use --resume or another --out")
         config_cls = LEARNERS[args.algo][0]
-        config = parse_overrides(args.set, config_cls)
+        config = read_config_file(args.config, config_cls) if args.config else {}
+        config.update(parse_overrides(args.set, config_cls))
         if args.total_steps is not None:
             config["total_timesteps"] = args.total_steps
         run = {"env": args.env, "algo": args.algo, "seeds": args.seeds, "seed": args.seed,
@@ -90,33 +145,40 @@ def cmd_train(args) -> None:
     keys = jax.random.split(jax.random.key(run["seed"]), run["seeds"])
     with jax.set_mesh(mesh):  # each seed's envs split over the devices (learners.loop)
         state = jax.jit(jax.vmap(learner.init))(keys)
-    if not args.resume:
+    if jax.process_count() > 1:  # every process has checked `out` before process 0 writes to it
+        multihost_utils.sync_global_devices("ecomrl train: run directory checked")
+    if not args.resume and primary:
         out.mkdir(parents=True, exist_ok=True)
         (out / RUN_FILE).write_text(json.dumps(run, indent=2))
 
     done_updates = 0
     if args.resume and checkpoint.latest_step(out / "checkpoints") is not None:
         state, _, done_updates = checkpoint.restore(out / "checkpoints", state)
-        print(f"resuming {out} after {done_updates} of {learner.num_updates} updates")
+        if primary:
+            print(f"resuming {out} after {done_updates} of {learner.num_updates} updates")
     every = -(-learner.num_updates // run["checkpoints"])  # updates between checkpoints
     sizes = list(chunk_sizes(learner.num_updates, done_updates))
     compiled = {n: compile_updates(learner, state, n, mesh) for n in set(sizes)}  # at most two sizes
-    writer = MetricsWriter(out)
+    writer = MetricsWriter(out) if primary else None
     progress = ProgressBar(learner.num_updates, learner.steps_per_update, run["seeds"],
-                           initial=done_updates, quiet=args.quiet)
+                           initial=done_updates, quiet=args.quiet or not primary)
     for n in sizes:
         state, metrics = compiled[n](state)
-        metrics = jax.device_get(metrics)
-        writer.write(metrics, first_update=done_updates)
+        metrics = to_host(metrics)
+        if primary:
+            writer.write(metrics, first_update=done_updates)
         previous, done_updates = done_updates, done_updates + n
         if done_updates // every > previous // every or done_updates == learner.num_updates:
-            checkpoint.save(out / "checkpoints", done_updates, state, run)
+            checkpoint.save(out / "checkpoints", done_updates, state, run)  # every process (orbax)
         progress.update(done_updates, metrics)
+    network_params = jax.device_put(to_host(module.network_params(state)), jax.local_devices()[0])
+    if not primary:
+        return
     writer.close()
     plot_learning_curve(out / "metrics.csv", out / "learning_curve.png",
                         title=f"{run['algo']} on {run['env']}")
     print(f"\nwrote {out / 'metrics.csv'} and {out / 'learning_curve.png'}")
-    report(env, params, module, config, state, args.episodes, run["seed"])
+    report(env, params, module, config, network_params, args.episodes, run["seed"])
 
 
 def cmd_evaluate(args) -> None:
@@ -128,12 +190,12 @@ def cmd_evaluate(args) -> None:
     target = jax.vmap(learner.init)(jax.random.split(jax.random.key(0), run["seeds"]))
     state, _, step = checkpoint.restore(out / "checkpoints", target)
     print(f"{run['algo']} on {run['env']}, checkpoint after {step} updates")
-    report(env, params, module, config, state, args.episodes, run["seed"])
+    report(env, params, module, config, module.network_params(state), args.episodes, run["seed"])
 
 
-def report(env, params, module, config, state, num_episodes: int, seed: int) -> None:
-    """Evaluate each seed's final policy on the same episodes; print mean and 95% CI over seeds."""
-    network_params = module.network_params(state)
+def report(env, params, module, config, network_params, num_episodes: int, seed: int) -> None:
+    """Evaluate each seed's final policy (`network_params`, leading axis the seeds) on the same
+    episodes; print mean and 95% CI over seeds."""
     per_seed = []
     for i in range(jax.tree.leaves(network_params)[0].shape[0]):
         policy = module.make_policy(config, env, jax.tree.map(lambda x: x[i], network_params),
@@ -193,6 +255,43 @@ def cmd_sweep(args) -> None:
     if len(names) <= 2:
         sweep.plot_sweep(rows, names, out / "sweep.png")
         print(f"\nwrote {out / 'sweep.md'}, {out / 'sweep.json'} and {out / 'sweep.png'}")
+
+
+def cmd_tune(args) -> None:
+    try:
+        from ecomrl_jax import tune
+    except ModuleNotFoundError as error:
+        raise UsageError(f'tune needs {error.name}: pip install "ecomrl_jax[tune]"') from None
+    check_env_and_algo(args)
+    if min(args.trials, args.batch, args.seeds, args.total_steps) < 1:
+        raise UsageError("--trials, --batch, --seeds and --total-steps must be positive")
+    config_cls, module = LEARNERS[args.algo]
+    space = tune.parse_space(args.space, config_cls)
+    base = {**parse_overrides(args.set, config_cls), "total_timesteps": args.total_steps}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    storage = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    env, params = ecomrl_jax.make(args.env)
+    result = tune.run_tune(module, config_cls, env, params, base, space, args.trials, args.batch,
+                           args.sampler, args.pruner, args.seeds, args.seed, storage,
+                           args.study or f"{args.algo}-{args.env}", args.quiet, args.devices,
+                           args.sampler_seed)
+    study = result.study
+    tune.write_trials_csv(study, out / "trials.csv")
+    (out / "best_config.json").write_text(json.dumps(tune.best_config(study, config_cls, base), indent=2) + "\n")
+    states = [row["state"] for row in tune.trial_rows(study)]
+    table = (f"{args.algo} on {args.env}, {args.total_steps:,} env steps per run, {args.seeds} seeds per "
+             f"trial, {args.sampler} sampler, {args.pruner} pruner; study {study.study_name!r}: "
+             + ", ".join(f"{states.count(s)} {s.lower()}" for s in sorted(set(states)))
+             + f"; this run trained {result.env_steps:,} env steps. Score = mean episode return over the "
+             f"last tenth of updates\n\n" + tune.tune_table(study))
+    (out / "tune.md").write_text(table + "\n")
+    tune.plot_history(study, out / "history.png")
+    print(table)
+    if not tune.plot_importance(study, out / "importance.png"):
+        print("one parameter: no importance figure")
+    print(f"\nwrote trials.csv, best_config.json, tune.md and figures to {out}; "
+          f"ecomrl train --algo {args.algo} --env {args.env} --config {out / 'best_config.json'} trains the best")
 
 
 def load_log(args):
@@ -280,6 +379,8 @@ def make_parser() -> argparse.ArgumentParser:
                        help="env steps per seed (default: the learner's own)")
     train.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                        help="override a config field, e.g. --set lr=1e-3")
+    train.add_argument("--config", default=None, metavar="FILE",
+                       help="JSON object of config fields (e.g. tune's best_config.json); --set on top")
     train.add_argument("--checkpoints", type=int, default=10, help="checkpoints over the run")
     train.add_argument("--episodes", type=int, default=1000, help="evaluation episodes per seed")
     train.add_argument("--out", default="runs/latest")
@@ -288,6 +389,7 @@ def make_parser() -> argparse.ArgumentParser:
                        help="devices to split each seed's envs over (default: all; num_envs must "
                        "divide by it); a run may resume on another number")
     train.add_argument("--quiet", action="store_true", help="no progress line")
+    add_cluster_flags(train)
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a trained run's latest checkpoint")
@@ -312,6 +414,35 @@ def make_parser() -> argparse.ArgumentParser:
     sweep_parser.add_argument("--out", default="results/sweep")
     sweep_parser.add_argument("--quiet", action="store_true", help="no progress line")
     sweep_parser.set_defaults(func=cmd_sweep)
+
+    tune_parser = sub.add_parser("tune", help="Optuna search over config fields, trials trained "
+                                 "vmapped in batches (needs the tune extra)")
+    tune_parser.add_argument("--env", default="ShopperRec-v0")
+    tune_parser.add_argument("--algo", default="ppo")
+    tune_parser.add_argument("--space", action="append", default=[], metavar="NAME=SPEC",
+                             help="a traced config field's range: LOW:HIGH, log:LOW:HIGH, int:LOW:HIGH "
+                             "or V1,V2,... (choices), e.g. --space lr=log:1e-4:1e-2")
+    tune_parser.add_argument("--trials", type=int, default=64, help="trials in the study (all workers)")
+    tune_parser.add_argument("--batch", type=int, default=16, help="trials trained at once, vmapped")
+    tune_parser.add_argument("--sampler", default="tpe", choices=["tpe", "gp", "random", "grid"],
+                             help="gp needs torch; grid needs listed values or int ranges")
+    tune_parser.add_argument("--pruner", default="none", choices=["none", "median", "hyperband"])
+    tune_parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                             help="fixed config override for every trial")
+    tune_parser.add_argument("--seeds", type=int, default=1, help="seeds per trial (its value: their mean)")
+    tune_parser.add_argument("--seed", type=int, default=0, help="base PRNG seed (shared by all trials)")
+    tune_parser.add_argument("--sampler-seed", type=int, default=None,
+                             help="the sampler's seed (default --seed); give each worker of a shared study its own")
+    tune_parser.add_argument("--total-steps", type=int, default=500_000, help="env steps per run")
+    tune_parser.add_argument("--storage", default=None,
+                             help="Optuna storage URL shared by workers, e.g. postgresql://user@host/db "
+                             "(default: sqlite:///OUT/study.db)")
+    tune_parser.add_argument("--study", default=None, help="study name (default ALGO-ENV)")
+    tune_parser.add_argument("--devices", type=int, default=None,
+                             help="devices to split a batch's runs over (default: all)")
+    tune_parser.add_argument("--out", default="results/tune")
+    tune_parser.add_argument("--quiet", action="store_true", help="no line per trial")
+    tune_parser.set_defaults(func=cmd_tune)
 
     ope = sub.add_parser("ope", help="off-policy estimates of a policy's value from logged data")
     ope.add_argument("--data", default="obd", help="'obd' (the vendored Open Bandit Dataset sample), "
