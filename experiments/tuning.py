@@ -14,7 +14,7 @@ Each search has the same budget, `trials` x `total_steps` env steps:
   initial values drawn from the same ranges, 8 generations, or fewer where a generation must be
   longer to see each env finish an episode (its fitness is the return of finished episodes); exploit (bottom quarter copies
   the top quarter) and explore (x0.8 or x1.25, clipped). Its pick: the member with the best
-  fitness (mean training return) in the last generation.
+  fitness (mean return of the training episodes finished) in the last generation.
 
 Winner's curse: a search's own best score is a noisy maximum, so every search's pick is
 evaluated afresh on held-out episodes: grid, random and TPE's best config is retrained with the
@@ -293,6 +293,7 @@ def plot(results: dict, path: Path) -> None:
             budget = searches[0].budget
             best = np.mean([np.maximum.accumulate(s.scores) for s in searches], axis=0)
             ax.plot(budget, best, "o-", ms=3, color=f"C{i}", label=m, drawstyle="steps-post")
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
         ax.set_xlabel("env steps spent by the search")
         ax.set_ylabel("best-so-far training score")
         ax.set_title(name, fontsize=9)

@@ -2,8 +2,8 @@
 
 A population of `population` members (a learner config and runner state each, stacked and
 vmapped) trains in generations of `ready_every` updates. After each generation but the last,
-truncation selection: the `truncation` fraction of members with the lowest fitness (mean
-`episode_return` over the generation's updates) copy the weights, optimiser state, env state and
+truncation selection: the `truncation` fraction of members with the lowest fitness (the mean
+return of the episodes that finished during the generation) copy the weights, optimiser state, env state and
 hyperparameters of members drawn uniformly from the same fraction at the top (exploit), then
 multiply each explored hyperparameter by a factor drawn from `perturb_factors`, or with
 probability `resample_prob` draw it afresh, clipped to its bounds (explore). Initial values are
@@ -136,6 +136,16 @@ def copy_and_perturb(key, pbt: PBTConfig, population: Population, parent) -> Pop
     return Population(configs.replace(**changes), states)
 
 
+def generation_fitness(metrics: dict) -> jax.Array:
+    """A member's fitness from its generation's per-update metrics: the mean return of the
+    episodes that finished in it (each update's mean weighted by its `episodes_finished`), or the
+    last reported return where none did (an update with no finished episode carries its last)."""
+    finished = metrics["episodes_finished"].astype(jnp.float32)
+    total = jnp.sum(finished)
+    return jnp.where(total > 0, jnp.sum(metrics["episode_return"] * finished) / jnp.maximum(total, 1),
+                     metrics["episode_return"][-1])
+
+
 def fold_keys(states, index):
     """`states` with every typed PRNG key folded with `index`."""
     def fold(x):
@@ -166,7 +176,7 @@ def make_train(pbt: PBTConfig, module, config, env, env_params):
         key, k_select, k_perturb = jax.random.split(key, 3)
         states, metrics = jax.vmap(lambda c, s: run_updates(learner(c), s, pbt.ready_every))(
             *population)
-        fitness = jnp.mean(metrics["episode_return"], axis=1)
+        fitness = jax.vmap(generation_fitness)(metrics)
         hyperparams = {name: getattr(population.configs, name) for name in pbt.names}
         parent = jnp.where(last, members, select_parents(k_select, pbt, fitness))
         configs, states = copy_and_perturb(k_perturb, pbt, population._replace(states=states),

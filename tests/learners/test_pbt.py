@@ -1,6 +1,6 @@
 """Population-based training (ecomrl_jax/learners/pbt.py): settings refused with clear errors,
-truncation selection on hand-made fitness, exploration within bounds, a jitted run with PPO and
-DQN, and a population that improves over its worst start."""
+truncation selection on hand-made fitness, exploration within bounds, fitness from finished
+episodes, a jitted run with PPO and DQN, and a population that improves over its worst start."""
 
 import jax
 import jax.numpy as jnp
@@ -114,3 +114,11 @@ def test_population_improves_over_its_worst_start():
     _, metrics = jax.jit(pbt.make_train(settings, ppo, config, env, params))(jax.random.key(0))
     fitness = np.asarray(metrics["fitness"])
     assert fitness[-1].min() > fitness[0].min() and fitness[-1].max() > fitness[0].max()
+
+
+def test_fitness_is_the_mean_return_of_the_episodes_finished_in_the_generation():
+    metrics = {"episode_return": jnp.array([0.0, 0.0, 6.0, 3.0]),  # 0: none finished yet
+               "episodes_finished": jnp.array([0, 0, 1, 2])}
+    assert float(jax.jit(pbt.generation_fitness)(metrics)) == pytest.approx(4.0)
+    carried = {"episode_return": jnp.array([5.0, 5.0]), "episodes_finished": jnp.array([0, 0])}
+    assert float(pbt.generation_fitness(carried)) == 5.0
