@@ -26,6 +26,7 @@ ends with exactly `trials` COMPLETE | PRUNED (| diverged) trials.
 import csv
 import dataclasses
 import importlib.util
+import itertools
 import json
 import math
 import sys
@@ -130,19 +131,35 @@ def make_sampler(name: str, space: dict, seed: int | None, trials: int):
             raise ValueError("--sampler gp needs torch (Optuna's GPSampler is written in it), which "
                              "ecomrl_jax does not install: pip install torch, or use --sampler tpe")
         return optuna.samplers.GPSampler(seed=seed)
-    if name == "grid":
-        grid = {}
-        for field, distribution in space.items():
-            if isinstance(distribution, FloatDistribution):
-                raise ValueError(f"--sampler grid needs listed values or an int range, got a float "
-                                 f"range for {field}: list them, e.g. --space {field}=1e-4,1e-3,1e-2")
-            grid[field] = (distribution.choices if isinstance(distribution, CategoricalDistribution)
-                           else list(range(distribution.low, distribution.high + 1)))
-        size = math.prod(len(v) for v in grid.values())
-        if trials > size:
-            raise ValueError(f"--sampler grid: the grid has {size} points, fewer than --trials {trials}")
-        return optuna.samplers.GridSampler(grid, seed=seed)
+    if name == "grid":  # the points are enqueued (`enqueue_grid`); random draws none of them
+        grid_points(space, seed, trials)
+        return optuna.samplers.RandomSampler(seed=seed)
     raise ValueError(f"unknown sampler {name!r}; choose from {list(SAMPLERS)}")
+
+
+def grid_points(space: dict, seed: int | None, trials: int) -> list[dict]:
+    """Every point of the grid over `space`'s listed values and int ranges, in a seeded shuffled
+    order (so fewer `trials` than points still spread over the grid); ValueError for a float
+    range or more `trials` than points."""
+    grid = {}
+    for field, distribution in space.items():
+        if isinstance(distribution, FloatDistribution):
+            raise ValueError(f"--sampler grid needs listed values or an int range, got a float "
+                             f"range for {field}: list them, e.g. --space {field}=1e-4,1e-3,1e-2")
+        grid[field] = (distribution.choices if isinstance(distribution, CategoricalDistribution)
+                       else list(range(distribution.low, distribution.high + 1)))
+    points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    if trials > len(points):
+        raise ValueError(f"--sampler grid: the grid has {len(points)} points, fewer than --trials {trials}")
+    return [points[i] for i in np.random.default_rng(seed).permutation(len(points))]
+
+
+def enqueue_grid(study, space: dict, seed: int | None, trials: int) -> None:
+    """Queue the first `trials` grid points (`grid_points`) in `study`, each once even when several
+    workers or a resumed run queue them. Optuna's GridSampler is not used: it stops the study
+    after its last point, which raises in an ask/tell loop (optuna issues 4121, 5141)."""
+    for point in grid_points(space, seed, trials)[:trials]:
+        study.enqueue_trial(point, skip_if_exists=True)
 
 
 def make_pruner(name: str, chunk: int, num_updates: int):
@@ -239,6 +256,7 @@ def run_tune(module, config_cls, env, env_params, base: dict, space: dict, trial
     if trials < 1 or batch < 1 or num_seeds < 1:
         raise ValueError(f"trials, batch and num_seeds must be positive, got {trials}, {batch}, {num_seeds}")
     check_space(space, config_cls, base)
+    grid = space if sampler == "grid" else None  # queued in the study in `seed`'s order, as every worker does
     base_config = config_cls(**base)
     first = module.make_learner(base_config, env, env_params)  # sizes, shared by every trial
     chunk = next(chunk_sizes(first.num_updates))
@@ -255,6 +273,8 @@ def run_tune(module, config_cls, env, env_params, base: dict, space: dict, trial
             pruner = make_pruner(pruner, chunk, first.num_updates)
         study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
                                     sampler=sampler, pruner=pruner, load_if_exists=True)
+        if grid:
+            enqueue_grid(study, grid, seed, trials)
         heartbeat = _Heartbeat(storage)
         try:
             return TuneResult(study, _train_trials(study, space, trials, batch, num_seeds, seed, chunk,

@@ -6,9 +6,9 @@ DynamicPricing-v0 seasonal (`pricing_rl`: revenue / 50 as reward, gamma 0.5) and
 Each search has the same budget, `trials` x `total_steps` env steps:
 - grid, random, TPE: `trials` runs of `total_steps` steps each through `ecomrl_jax.tune.run_tune`
   (Optuna ask/tell, `batch` trials trained side by side, one training key per search: common
-  random numbers). Grid: `trials` points, log-spaced lr x evenly spaced ent_coef, enqueued in a
-  shuffled order (seed r; Optuna's GridSampler raises at the end of an ask/tell study). TPE: the first batch random (`n_startup_trials` = batch), then TPE
-  with the constant liar. A trial's score is its mean training return over its last tenth of
+  random numbers). Grid: `trials` points, log-spaced lr x evenly spaced ent_coef, in a
+  shuffled order (seed r; `tune`'s grid sampler). TPE: the first batch random
+  (`n_startup_trials` = batch), then TPE with the constant liar. A trial's score is its mean training return over its last tenth of
   updates; the search picks the best score.
 - PBT (`ecomrl_jax.learners.pbt`): a population of `trials` members of `total_steps` steps each,
   initial values drawn from the same ranges, 8 generations, or fewer where a generation must be
@@ -45,7 +45,7 @@ import jax
 import numpy as np
 import optuna
 from matplotlib.figure import Figure
-from optuna.distributions import FloatDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 import ecomrl_jax
 from ecomrl_jax import tune
@@ -113,22 +113,17 @@ class Search(NamedTuple):
 def run_optuna(method: str, task: Task, trials: int, batch: int, repeat: int) -> Search:
     """One grid / random / TPE search through `tune.run_tune`; its best trial retrained."""
     space = {n: FloatDistribution(low, high, log=n == "lr") for n, (low, high) in BOUNDS.items()}
-    storage, sampler = None, "random"
-    if method == "grid":  # the points enqueued, shuffled (Optuna's GridSampler raises in ask/tell)
-        storage = optuna.storages.InMemoryStorage()
-        study = optuna.create_study(storage=storage, study_name="grid", direction="maximize")
-        grid = grid_values(trials)
-        for i in np.random.default_rng(repeat).permutation(trials):
-            study.enqueue_trial({n: v[j] for (n, v), j in zip(
-                grid.items(), np.unravel_index(i, [len(v) for v in grid.values()]))})
+    sampler = "random"
+    if method == "grid":  # every point once, in the order of the repeat's seed
+        space = {n: CategoricalDistribution(v) for n, v in grid_values(trials).items()}
+        sampler = "grid"
     elif method == "TPE":
         with warnings.catch_warnings():  # constant_liar is experimental in Optuna 4
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             sampler = optuna.samplers.TPESampler(seed=repeat, constant_liar=True,
                                                  n_startup_trials=batch)
     result = tune.run_tune(ppo, ppo.PPOConfig, task.env, task.params, task.base, space, trials,
-                           batch=batch, sampler=sampler, seed=repeat, quiet=True,
-                           storage=storage, study_name="grid" if storage else None)
+                           batch=batch, sampler=sampler, seed=repeat, quiet=True)
     done = sorted((t for t in result.study.trials if "env_steps" in t.user_attrs),
                   key=lambda t: t.number)  # diverged trials (no value) spent steps too
     steps = np.cumsum([t.user_attrs["env_steps"] for t in done], dtype=np.float64)

@@ -57,7 +57,7 @@ def test_parse_space_forms(spec, distribution):
 
 
 @pytest.mark.parametrize("specs, message", [
-    (["num_envs=int:4:8"], r"cannot tune 'num_envs': tunable PPOConfig fields are \['lr', 'gamma'"),
+    (["num_envs=int:4:8"], r"cannot tune 'num_envs': tunable PPOConfig fields are \['lr', 'min_lr', 'gamma'"),
     (["lr=log:0:1e-2"], "a log range needs LOW > 0"),
     (["lr=1e-2:1e-3"], "LOW must be finite and below HIGH"),
     (["lr=exp:1:2"], "unknown kind 'exp'"),
@@ -85,6 +85,14 @@ def test_a_bound_outside_the_config_rules_and_grid_misuse_are_refused():
 def test_the_gp_sampler_without_torch_says_what_it_needs():
     with pytest.raises(ValueError, match="--sampler gp needs torch"):
         tune.make_sampler("gp", SPACE, 0, 4)
+
+
+def test_a_grid_search_runs_each_point_once_and_ends_cleanly():
+    grid = {"lr": CategoricalDistribution([1e-3, 3e-3, 1e-2]), "ent_coef": CategoricalDistribution([0.0])}
+    study = tune.run_tune(ppo, ppo.PPOConfig, ENV, PARAMS, TINY, grid, 3, batch=2, sampler="grid",
+                          num_seeds=2, quiet=True).study
+    assert sorted(t.params["lr"] for t in by_state(study, TrialState.COMPLETE)) == [1e-3, 3e-3, 1e-2]
+    assert len(study.trials) == 3
 
 
 class PruneOdd(optuna.pruners.BasePruner):
