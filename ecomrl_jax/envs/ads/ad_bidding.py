@@ -185,7 +185,9 @@ class AdBidding(HorizonEndsEpisode, CompareByArgs, environment.Environment[EnvSt
         auc = self.auctions(state.day_key, state.time, params)
         wins, spend, blocked = settle(m * auc["value"], auc["price"], auc["active"],
                                       state.budget_left)
-        clicks, conversions = self.clicks_and_conversions(key, wins, auc)
+        k_click, k_conv = jax.random.split(key)
+        clicks = wins & (jax.random.uniform(k_click, wins.shape) < auc["ctr"])
+        conversions = clicks & (jax.random.uniform(k_conv, wins.shape) < auc["cvr"])
         num_clicks = jnp.sum(clicks).astype(jnp.float32)
         num_conversions = jnp.sum(conversions).astype(jnp.float32)
         reward = params.value_per_click * num_clicks + params.value_per_conversion * num_conversions
@@ -208,13 +210,6 @@ class AdBidding(HorizonEndsEpisode, CompareByArgs, environment.Environment[EnvSt
                                          budget_left, 0.0),
                 "invalid_actions": invalid}
         return self.get_obs(new, params), new, reward.astype(jnp.float32), new.exhausted, info
-
-    def clicks_and_conversions(self, key: jax.Array, wins: jax.Array, auc: dict):
-        """Which won impressions are clicked (probability `ctr`) and which clicks convert
-        (probability `cvr`), drawn from the step key; each (num_auctions,) bool."""
-        k_click, k_conv = jax.random.split(key)
-        clicks = wins & (jax.random.uniform(k_click, wins.shape) < auc["ctr"])
-        return clicks, clicks & (jax.random.uniform(k_conv, wins.shape) < auc["cvr"])
 
     def get_obs(self, state: EnvState, params: EnvParams, key=None) -> jax.Array:
         """[time of day, budget left fraction, spend pace, recent win rate, recent spend,
