@@ -2,7 +2,7 @@
 
 A learner on the raw multiplier grid must learn budget pacing itself; here the pacing rule
 (`policies.pacing_multiplier`) is given and the learner picks only how far to bid above or
-below it this step (e.g. lower at the midday competition peak, higher in the cheap evening).
+below it this step (e.g. by time of day, as competition and traffic peak).
 Factor 1.0 at every step is linear pacing exactly. See docs/envs/ad_bidding.md.
 """
 
