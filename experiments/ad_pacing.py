@@ -106,7 +106,8 @@ def run(num_seeds: int, total_timesteps: int, num_runs: int, days: int, out: Pat
         quiet: bool = False) -> dict:
     env, params = ecomrl_jax.make("AdBidding-v0")
     cont, cont_params = ecomrl_jax.make("AdBidding-v0", continuous=True)
-    residual = ScaleReward(PacingResidual(cont, gain=RESIDUAL_GAIN), RESIDUAL_REWARD_SCALE)
+    pacing = PacingResidual(cont, gain=RESIDUAL_GAIN)
+    residual = ScaleReward(pacing, RESIDUAL_REWARD_SCALE)
     trained = harness.train_learners(learner_configs(total_timesteps), env, params, num_seeds, quiet)
     trained_residual = harness.train_learners(residual_configs(total_timesteps), residual,
                                               cont_params, num_seeds, quiet)
@@ -130,7 +131,7 @@ def run(num_seeds: int, total_timesteps: int, num_runs: int, days: int, out: Pat
     # the A/B runs on the continuous env: the grid rules' index actions become their multipliers
     learner = trained[best_learner].policies[0]
     if envs[best_learner][0] is residual:
-        learner = as_multiplier(learner, lambda state, a, p: residual._env.multiplier(state, a, p)[0])
+        learner = as_multiplier(learner, lambda state, a, p: pacing.multiplier(state, a, p)[0])
     else:
         learner = as_multiplier(learner, lambda state, a, p: p.bid_multipliers[a])
     ab = compare(cont, cont_params, ads.linear_pacing(cont, cont_params), learner,
