@@ -11,8 +11,8 @@ def test_writes_table_and_figure_with_every_policy(tmp_path):
     summary = run_quickly("experiments.ad_pacing", ["--seeds", "2", "--total-steps", "12288",
         "--runs", "2", "--days", "8", "--out", str(tmp_path)])
     rules = {"constant bid 1.0 (the value)", "constant bid 0.7 (best constant)", "linear pacing",
-             "hindsight multiplier, on the grid"}
-    assert set(summary) == {"PPO", "A2C", "DQN"} | rules
+             "hindsight multiplier, on the grid", "linear pacing, continuous"}
+    assert set(summary) == {"PPO", "A2C", "DQN", "PPO, pacing residual"} | rules
     table = (tmp_path / "ad_pacing.md").read_text()
     assert all(f"| {name} |" in table for name in summary) and "A/B on common random numbers" in table
     assert (tmp_path / "ad_pacing.png").stat().st_size > 0

@@ -1,5 +1,6 @@
 """Ad budget pacing: AdBidding-v0; `policies` holds constant bids, linear pacing, the
-hindsight multiplier policy and the hindsight upper bound on a day's value."""
+hindsight multiplier policy and the hindsight upper bound on a day's value; `pacing_residual`
+wraps the env so a learner's action is a factor on linear pacing's bid."""
 
 from ecomrl_jax.envs.ads.ad_bidding import AdBidding
 

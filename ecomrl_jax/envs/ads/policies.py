@@ -27,10 +27,15 @@ def linear_pacing(env, env_params, base: float = 1.0, gain: float = 10.0):
     _require_ads(env, "linear_pacing")
 
     def policy_fn(key, obs, env_state, params):
-        behind = obs[0] - (1.0 - obs[1])
-        return _as_action(env, params, base * jnp.exp(gain * behind))
+        return _as_action(env, params, pacing_multiplier(obs[0], obs[1], base, gain))
 
     return policy_fn
+
+
+def pacing_multiplier(elapsed, budget_left, base=1.0, gain=10.0) -> jax.Array:
+    """Linear pacing's multiplier `base * exp(gain * (elapsed - spent))` from the elapsed
+    fraction of the day and the budget left as a fraction of the daily budget."""
+    return base * jnp.exp(gain * (elapsed - (1.0 - budget_left)))
 
 
 def hindsight_bound(env, day_key, params) -> jax.Array:
