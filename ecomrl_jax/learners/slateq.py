@@ -56,7 +56,7 @@ from ecomrl_jax.spaces import Slate
 
 TARGETS = ("q_learning", "sarsa")
 CHOICE_MODELS = ("env", "learned")
-RISE = 1e-6  # Dinkelbach's iteration stops when its value rises by less (relative, `exact_slate`)
+RISE = 1e-6  # Dinkelbach's iteration stops on a smaller rise (relative, see `exact_slate`)
 
 
 # --- the decomposition and slate optimisation: pure functions of one observation ------------

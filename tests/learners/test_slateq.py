@@ -100,7 +100,8 @@ def test_exact_slate_matches_enumeration_and_bounds_the_approximations(num_candi
         assert slates.shape == (64, slate_size) and slates.dtype == jnp.int32
         assert all(len(set(s)) == slate_size for s in slates.tolist())
         assert np.all((slates >= 0) & (slates < num_candidates))
-        values[name] = np.asarray(jax.vmap(slateq.slate_value)(q, weights, w0, slot_weights, slates))
+        values[name] = np.asarray(
+            jax.vmap(slateq.slate_value)(q, weights, w0, slot_weights, slates))
     best = [_brute_force_best(*case) for case in zip(q, weights, w0, slot_weights)]
     np.testing.assert_allclose(values["exact"], best, rtol=1e-5, atol=1e-5)
     assert np.all(values["top_k"] <= values["exact"] + 1e-5)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from ecomrl_jax.envs.recommendation.interest_evolution import InterestEvolution
 from ecomrl_jax.envs.recommendation.shopper_rec import ShopperRec
 
-RISE = 1e-6  # Dinkelbach's iteration stops when its value rises by less (relative, see `_best_slate`)
+RISE = 1e-6  # Dinkelbach's iteration stops on a smaller rise (relative, see `_best_slate`)
 
 
 def random_policy(env, env_params):

@@ -773,10 +773,12 @@ def test_user_item_view_keeps_the_dynamics_and_lays_out_its_rows(reveal_interest
     history, valid = base_obs["history"], states.history_valid
     assert valid[-1].sum() > 0  # the check below sees a history
     clicks = np.maximum(valid.sum(1), 1.0)[:, None]
-    estimate = states.interest if reveal_interest else np.einsum("th,thf->tf", valid, history[..., :d]) / clicks
+    mean_clicked = np.einsum("th,thf->tf", valid, history[..., :d]) / clicks
+    estimate = states.interest if reveal_interest else mean_clicked
     np.testing.assert_allclose(obs[:, 0, :d], estimate, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(obs[:, 0, d:], np.stack([
-        base_obs["time"][:, 0], valid.mean(1), np.einsum("th,th->t", valid, history[..., d + 1]) / clicks[:, 0]],
-        axis=1), rtol=1e-5, atol=1e-6)
+    mean_quality = np.einsum("th,th->t", valid, history[..., d + 1]) / clicks[:, 0]
+    np.testing.assert_allclose(obs[:, 0, d:], np.stack(
+        [base_obs["time"][:, 0], valid.mean(1), mean_quality], axis=1), rtol=1e-5, atol=1e-6)
     assert info["final_observation"].shape == obs.shape
-    np.testing.assert_array_equal(info["final_observation"][:, 1:], base_info["final_observation"]["candidates"])
+    np.testing.assert_array_equal(info["final_observation"][:, 1:],
+                                  base_info["final_observation"]["candidates"])
