@@ -211,7 +211,8 @@ def test_reward_is_weighted_sum_of_business_metrics(single, single_rollout):
     env, params = single
     r = single_rollout
     info = r["info"]
-    assert set(info) == {"clicks", "purchases", "revenue", "invalid_actions"}
+    assert set(info) == {"clicks", "purchases", "revenue", "invalid_actions", "slot_clicks"}
+    np.testing.assert_array_equal(info["slot_clicks"].sum(-1), info["clicks"])
     assert np.all(np.isfinite(r["reward"]))
     assert r["reward"].dtype == np.float32
     assert np.all(np.isin(info["clicks"], [0.0, 1.0]))
