@@ -1,9 +1,16 @@
-"""Long-term value in recommendation: PPO vs myopic oracle vs popularity vs random on ShopperRec-v0.
+"""Long-term value in recommendation on ShopperRec-v0: PPO against SlateQ (with the env's choice
+model and with a learned one), the patience-aware lookahead, the myopic oracle, popularity and
+random.
 
-PPO trains with `vmap` over seeds (`harness.train_seeds`). Every policy is then evaluated, per
-seed, on the same episodes (common random numbers; seed i uses evaluation key 1000 + i), and
-the table reports the mean over seeds with a 95% Student-t interval. Writes
-`results/rec_long_term.md` and `results/rec_long_term.png`.
+PPO and both SlateQ learners train with `vmap` over seeds (`harness.train_seeds`, training keys
+0..seeds-1). SlateQ reads the shop as `UserItemShopperRec` (same dynamics, one user-item matrix):
+"SlateQ (known choice model)" sees the hidden interest and uses the env's exact click model,
+as the oracles do; "SlateQ (learned choice model)" sees only the shopper's click history, as PPO
+does, and fits its click model from the clicks in its replay. Every policy is then evaluated,
+per seed, greedily on the same sessions (common random numbers; seed i uses evaluation key
+1000 + i), and the table reports the mean over seeds with a 95% Student-t interval, and PPO's
+gap to each other policy paired by seed. Writes `results/rec_long_term.md` and
+`results/rec_long_term.png`.
 
     python -m experiments.rec_long_term [--quick]
 """
@@ -17,78 +24,98 @@ import numpy as np
 
 import ecomrl_jax
 from ecomrl_jax.envs.recommendation import policies as baselines
+from ecomrl_jax.envs.recommendation.shopper_rec import UserItemShopperRec
 from ecomrl_jax.evaluation import compare, comparison_table, confidence_interval, evaluate
-from ecomrl_jax.learners import ppo
-from ecomrl_jax.logging import metric_rows, plot_learning_curve
+from ecomrl_jax.learners import ppo, slateq
 
+EVAL_KEY = harness.EVAL_KEY
 METRICS = ("return", "length", "clicks", "purchases", "revenue")
+KNOWN, LEARNED = "SlateQ (known choice model)", "SlateQ (learned choice model)"
 
 
-def run(num_seeds: int, total_timesteps: int, eval_episodes: int, out: Path,
+def learners(ppo_steps: int, slateq_steps: int) -> dict:
+    """name -> (agent module, config, env): config defaults but the env-step budget."""
+    return {
+        "PPO": (ppo, ppo.PPOConfig(total_timesteps=ppo_steps), None),
+        KNOWN: (slateq, slateq.SlateQConfig(total_timesteps=slateq_steps),
+                UserItemShopperRec(reveal_interest=True)),
+        LEARNED: (slateq, slateq.SlateQConfig(total_timesteps=slateq_steps, choice_model="learned"),
+                  UserItemShopperRec()),
+    }
+
+
+def run(num_seeds: int, ppo_steps: int, slateq_steps: int, eval_episodes: int, out: Path,
         quiet: bool = False) -> dict:
     env, params = ecomrl_jax.make("ShopperRec-v0")
-    trained = harness.train_seeds(ppo, ppo.PPOConfig(total_timesteps=total_timesteps), env, params,
-                                  num_seeds, label="PPO", quiet=quiet)
-    ppo_policies, curves = trained.policies, trained.curves
-    baseline_policies = {"myopic oracle": baselines.myopic_oracle(env, params),
-                         "popularity": baselines.popularity_policy(env, params),
-                         "random": baselines.random_policy(env, params)}
-    policies = {"PPO": ppo_policies, **{name: [p] * num_seeds for name, p in baseline_policies.items()}}
-    per_seed = {name: {m: [] for m in METRICS} for name in policies}
-    for name, seed_policies in policies.items():
-        for seed, policy in enumerate(seed_policies):
-            episodes = evaluate(env, params, policy, jax.random.key(1000 + seed), eval_episodes)
-            for m in METRICS:
-                per_seed[name][m].append(float(np.mean(episodes[m])))
-    summary = {name: {m: confidence_interval(np.array(v)) for m, v in metrics.items()}
+    envs, trained = {}, {}
+    for name, (module, config, learner_env) in learners(ppo_steps, slateq_steps).items():
+        envs[name] = learner_env or env
+        trained[name] = harness.train_seeds(module, config, envs[name], params, num_seeds,
+                                            label=name, quiet=quiet)
+    rules = {"patience lookahead": baselines.patience_lookahead(env, params),
+             "myopic oracle": baselines.myopic_oracle(env, params),
+             "popularity": baselines.popularity_policy(env, params),
+             "random": baselines.random_policy(env, params)}
+    policies = {**{name: (envs[name], t.policies) for name, t in trained.items()},
+                **{name: (env, [p] * num_seeds) for name, p in rules.items()}}
+    per_seed = {}
+    for name, (policy_env, seed_policies) in policies.items():
+        episodes = [evaluate(policy_env, params, p, jax.random.key(EVAL_KEY + seed), eval_episodes)
+                    for seed, p in enumerate(seed_policies)]
+        per_seed[name] = {m: np.array([float(np.mean(e[m])) for e in episodes]) for m in METRICS}
+    summary = {name: {m: confidence_interval(v) for m, v in metrics.items()}
                for name, metrics in per_seed.items()}
-    ab = compare(env, params, baseline_policies["myopic oracle"], ppo_policies[0], jax.random.key(1000),
-                 eval_episodes)
-    write_table(summary, ab, num_seeds, total_timesteps, eval_episodes, trained,
-                out / "rec_long_term.md")
-    plot(curves, summary, out / "rec_long_term.png")
-    return summary
+    gaps = {name: confidence_interval(per_seed["PPO"]["return"] - per_seed[name]["return"])
+            for name in policies if name != "PPO"}
+    ab = compare(env, params, rules["patience lookahead"], trained["PPO"].policies[0],
+                 jax.random.key(EVAL_KEY), eval_episodes)
+    write_table(summary, gaps, ab, trained, num_seeds, eval_episodes, out / "rec_long_term.md")
+    harness.plot_curves({n: t.curves for n, t in trained.items()},
+                        {n: summary[n]["return"][0] for n in rules}, "episode_return",
+                        "ShopperRec-v0: training return vs rules", out / "rec_long_term.png")
+    return {**summary, "gaps": gaps}
 
 
-def write_table(summary, ab, num_seeds, total_timesteps, eval_episodes, trained, path: Path) -> None:
-    ppo_ret, oracle_ret = summary["PPO"]["return"], summary["myopic oracle"]["return"]
-    gain = ppo_ret[0] / oracle_ret[0] - 1.0
-    separated = ppo_ret[1] > oracle_ret[2]
+def write_table(summary, gaps, ab, trained, num_seeds, eval_episodes, path: Path) -> None:
+    steps = {name: int(t.curves["env_steps"][0, -1]) for name, t in trained.items()}
     lines = [
         "# Long-term value on ShopperRec-v0", "",
-        f"PPO: {total_timesteps:,} env steps per seed, {num_seeds} seeds (keys 0..{num_seeds - 1}), "
-        f"vmapped, compile {trained.compile_s:.0f} s, run {trained.run_s:.0f} s. Each policy "
-        f"evaluated on {eval_episodes} episodes per seed, greedy, same episodes for every policy. "
-        "Mean over seeds [95% t-interval].", "",
+        f"Learners: PPO {steps['PPO']:,} and SlateQ {steps[KNOWN]:,} env steps per seed (config "
+        f"defaults otherwise), {num_seeds} seeds (training keys 0..{num_seeds - 1}), vmapped. "
+        f"SlateQ (known choice model) sees the hidden interest and the env's click model, as the "
+        f"oracles do; SlateQ (learned choice model) sees what PPO sees and fits its click model. "
+        f"Every policy evaluated greedily on {eval_episodes} sessions per seed (keys "
+        f"{EVAL_KEY}..{EVAL_KEY + num_seeds - 1}), the same sessions for every policy. Mean over "
+        "seeds [95% t-interval].", "",
         "| policy | return | session length | clicks | purchases | revenue |",
         "|---|---|---|---|---|---|",
     ]
     for name, stats in summary.items():
-        cells = [harness.cell(stats[m], ".2f") for m in METRICS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", f"PPO vs myopic oracle on return: {gain:+.1%}; intervals "
-              f"{'do not overlap' if separated else 'overlap'}. "
-              f"Goal (>= +10%, non-overlapping): {'met' if gain >= 0.10 and separated else 'NOT met'}.",
-              "", "A/B on common random numbers, PPO seed 0 vs myopic oracle, "
-              f"{eval_episodes} paired episodes (key 1000):", "",
-              comparison_table(ab, ("myopic oracle", "PPO"))]
+        lines.append(f"| {name} | " + " | ".join(harness.cell(stats[m], ".2f") for m in METRICS)
+                     + " |")
+    lines += ["", "PPO's return minus each policy's, paired by seed (95% t-interval):", "",
+              "| vs | PPO - it | relative | verdict |", "|---|---|---|---|"]
+    for name, (mean, low, high) in gaps.items():
+        verdict = "PPO ahead" if low > 0 else f"{name} ahead" if high < 0 else "no significant gap"
+        lines.append(f"| {name} | {mean:+.2f} [{low:+.2f}, {high:+.2f}] | "
+                     f"{mean / summary[name]['return'][0]:+.1%} | {verdict} |")
+    lines += ["", "Training time (CPU, all seeds together):", ""]
+    lines += harness.timing_rows(trained, num_seeds)
+    lines += ["", f"A/B on common random numbers, PPO seed 0 vs the patience lookahead, "
+              f"{eval_episodes} paired sessions (key {EVAL_KEY}):", "",
+              comparison_table(ab, ("patience lookahead", "PPO"))]
     harness.write_table(lines, path)
 
 
-def plot(curves, summary, path: Path) -> None:
-    baseline_returns = {name: stats["return"][0] for name, stats in summary.items() if name != "PPO"}
-    plot_learning_curve(metric_rows(curves, first_update=0), path, baselines=baseline_returns,
-                        title="ShopperRec-v0: PPO learning curve vs baselines")
-    print(f"wrote {path.with_suffix('.md')} and {path}")
-
-
 def main(argv=None) -> dict:
-    parser = harness.make_parser(__doc__, "3 seeds and a shorter run (CPU, minutes)")
-    full = ppo.PPOConfig().total_timesteps
+    parser = harness.make_parser(__doc__, "3 seeds and shorter runs (CPU, minutes)")
+    ppo_full, slateq_full = ppo.PPOConfig().total_timesteps, slateq.SlateQConfig().total_timesteps
     args = harness.parse_sizes(
-        parser, argv, total_steps=harness.Size("env steps per seed", full // 2, full),
+        parser, argv, total_steps=harness.Size("PPO env steps per seed", ppo_full // 2, ppo_full),
+        slateq_steps=harness.Size("SlateQ env steps per seed", slateq_full, 5 * slateq_full),
         episodes=harness.Size("evaluation episodes per seed", 500, 2000))
-    return run(args.seeds, args.total_steps, args.episodes, args.out, args.quiet)
+    return run(args.seeds, args.total_steps, args.slateq_steps, args.episodes, args.out,
+               args.quiet)
 
 
 if __name__ == "__main__":

@@ -245,9 +245,9 @@ def make_replay_update(config, tx, env_loop, act, observe, loss_fn, sample, min_
             gradient_step, (train_state, buffer), jax.random.split(key, config.gradient_steps))
         return train_state, jax.tree.map(jnp.mean, losses)
 
-    def skip(train_state, buffer, key):
-        zero = jnp.zeros((), jnp.float32)
-        return train_state, {"loss": zero, "q_mean": zero, "target_mean": zero}
+    def skip(train_state, buffer, key):  # zeros shaped like `learn`'s losses
+        losses = jax.eval_shape(learn, train_state, buffer, key)[1]
+        return train_state, jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), losses)
 
     def update(runner: RunnerState):
         eps = epsilon(config, runner.loop.update_step * config.steps_per_update)

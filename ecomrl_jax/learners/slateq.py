@@ -2,8 +2,10 @@
 the user's choice model, for Slate (and Discrete) actions.
 
 Decomposition: a user shown slate A at observation x picks item i of A, or nothing (⊥), by
-a multinomial proportional choice model, P(i | x, A) = w_i / (w_0 + sum_{j in A} w_j) (w_i the
-candidates' weights, w_0 the no-click weight), and the slate's value is
+a multinomial proportional choice model with position weights, P(A_j | x, A) = b_j w_{A_j} /
+(w_0 + sum_l b_l w_{A_l}) (w_i the candidates' weights, b_j slot j's, w_0 the no-click weight;
+RecSim's model has every b_j = 1, a logit with position bias has b_j = exp(-bias * j)), and the
+slate's value is
 Q(x, A) = sum_{i in A} P(i | x, A) Qbar(x, i) + P(⊥ | x, A) Qbar(x, ⊥). The network learns the
 item values Qbar (one per candidate and one for ⊥) by temporal differences on the item the user
 chose: Qbar(x, c) <- r + gamma * V(x'), with V(x') = max_A' Q(x', A') (Q-learning; with
@@ -16,13 +18,19 @@ Slate optimisation (`slate_optimizer`, also used for the epsilon-greedy action):
 maximises the linear-fractional Q(x, A) over slates of k distinct candidates by Dinkelbach's
 iteration (the paper solves the same problem as a linear program); "top_k" takes the k largest
 w_i Qbar(x, i) and "greedy" adds one item at a time, each maximising the partial slate's value
-(the paper's two approximations). The choice model ignores positions, so a slate is a set.
+(the paper's two approximations); each puts its best item at the slot of largest weight.
+
+Choice model (`choice_model`): "env" reads the env's hook; "learned" fits
+`UserItemChoiceModel`, a logit bilinear in user and item features with a bias per slot, to
+the picks in the replay (maximum likelihood, alongside the TD loss), and uses it in place of
+the hook, so SlateQ also runs on an env that has none.
 
 Env interface: a Box observation (1 + C, F), row 0 the user and row 1 + i candidate i (as
-InterestEvolution-v0 has); a Slate (or Discrete) action over the C candidates; the known
-choice model as a method `env.choice_model(obs, env_params) -> (weights (C,), no-click
-weight)`; and `info["slot_clicks"]` (slate_size,), a one-hot of the clicked slot (zeros when
-nothing was clicked). Replay and target network as in `dqn`; one-step targets; a terminated
+InterestEvolution-v0 and `UserItemShopperRec` have); a Slate (or Discrete) action over the C
+candidates; for `choice_model="env"` the known choice model as a method
+`env.choice_model(obs, env_params) -> (weights (C,), no-click weight, slot weights (k,))`;
+and `info["slot_clicks"]` (slate_size,), a one-hot of the clicked slot (zeros when nothing was
+clicked). Replay and target network as in `dqn`; one-step targets; a terminated
 step does not bootstrap, a truncated one bootstraps from its final observation.
 """
 
@@ -48,79 +56,100 @@ from ecomrl_jax.rules import (DISCOUNT, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT
 from ecomrl_jax.spaces import Slate
 
 TARGETS = ("q_learning", "sarsa")
+CHOICE_MODELS = ("env", "learned")
+RISE = 1e-6  # Dinkelbach's iteration stops on a smaller rise (relative, see `exact_slate`)
 
 
 # --- the decomposition and slate optimisation: pure functions of one observation ------------
 
-def slate_choice_probabilities(weights, no_click_weight, slate):
-    """P(the user picks slot j) for each slot of `slate` (k,), then P(no click): (k + 1,)."""
-    chex.assert_rank([weights, no_click_weight, slate], [1, 0, 1])
+def slate_choice_probabilities(weights, no_click_weight, slot_weights, slate):
+    """P(the user picks slot j) for each slot of `slate` (k,), then P(no click): (k + 1,).
+    Candidate i shown at slot j weighs w_i b_j (`slot_weights` b, one per slot)."""
+    chex.assert_rank([weights, no_click_weight, slot_weights, slate], [1, 0, 1, 1])
+    chex.assert_equal_shape([slot_weights, slate])
     chex.assert_type(slate, int)
-    slate_weights = jnp.append(weights[slate], no_click_weight)
+    slate_weights = jnp.append(weights[slate] * slot_weights, no_click_weight)
     return slate_weights / jnp.sum(slate_weights)
 
 
-def slate_value(q, weights, no_click_weight, slate):
+def slate_value(q, weights, no_click_weight, slot_weights, slate):
     """Q(x, A) = sum_{i in A} P(i | x, A) Qbar(x, i) + P(⊥ | x, A) Qbar(x, ⊥); `q` (C + 1,) holds
     the candidates' item values, then the no-click value."""
     chex.assert_rank(q, 1)
     chex.assert_axis_dimension(q, 0, weights.shape[0] + 1)
-    probs = slate_choice_probabilities(weights, no_click_weight, slate)
+    probs = slate_choice_probabilities(weights, no_click_weight, slot_weights, slate)
     return jnp.dot(probs, q[jnp.append(slate, q.shape[0] - 1)])
 
 
-def exact_slate(q, weights, no_click_weight, slate_size: int):
-    """The slate of `slate_size` distinct candidates maximising `slate_value`, by Dinkelbach's
-    iteration: for the best value R so far, the slate maximising
-    w_0 (Qbar_⊥ - R) + sum_{i in A} w_i (Qbar_i - R) is the top k of w_i (Qbar_i - R); its value
-    is the next R; stop when R no longer rises (it rises strictly, over finitely many slates)."""
-    chex.assert_rank([q, weights, no_click_weight], [1, 1, 0])
+def _place(ranked, slot_weights):
+    """The slate showing `ranked` (best first) with the best at the slot of largest weight, the
+    next at the next largest, ...: the order that maximises sum_j b_j x_j for x sorted
+    descending (rearrangement inequality)."""
+    order = jnp.argsort(-slot_weights, stable=True)
+    return jnp.zeros_like(ranked).at[order].set(ranked)
+
+
+def exact_slate(q, weights, no_click_weight, slot_weights):
+    """The slate of `len(slot_weights)` distinct candidates maximising `slate_value`, by
+    Dinkelbach's iteration: for the best value R so far, the slate maximising
+    w_0 (Qbar_⊥ - R) + sum_j b_j w_{A_j} (Qbar_{A_j} - R) is the top k of w_i (Qbar_i - R), the
+    largest at the slot of largest b (`_place`); its value is the next R; stop when R no longer
+    rises by more than `RISE` (1 + |R|) (it rises strictly, over finitely many slates; the
+    tolerance keeps float rounding from reading one slate's value as a rise over another's and
+    back, forever)."""
+    chex.assert_rank([q, weights, no_click_weight, slot_weights], [1, 1, 0, 1])
 
     def best_slate(r):
-        return jax.lax.top_k(weights * (q[:-1] - r), slate_size)[1]
+        return _place(jax.lax.top_k(weights * (q[:-1] - r), slot_weights.shape[0])[1], slot_weights)
 
     def improve(carry):
         r, slate, _ = carry
         new_slate = best_slate(r)
-        new_r = slate_value(q, weights, no_click_weight, new_slate)
-        better = new_r > r
+        new_r = slate_value(q, weights, no_click_weight, slot_weights, new_slate)
+        better = new_r > r + RISE * (1.0 + jnp.abs(r))
         return jnp.where(better, new_r, r), jnp.where(better, new_slate, slate), better
 
     slate = best_slate(q[-1])
-    start = (slate_value(q, weights, no_click_weight, slate), slate, jnp.bool_(True))
+    start = (slate_value(q, weights, no_click_weight, slot_weights, slate), slate, jnp.bool_(True))
     return jax.lax.while_loop(lambda carry: carry[2], improve, start)[1].astype(jnp.int32)
 
 
-def top_k_slate(q, weights, no_click_weight, slate_size: int):
-    """The `slate_size` candidates with the largest w_i Qbar(x, i) (the paper's top-k)."""
-    chex.assert_rank([q, weights], 1)
-    return jax.lax.top_k(weights * q[:-1], slate_size)[1].astype(jnp.int32)
+def top_k_slate(q, weights, no_click_weight, slot_weights):
+    """The `len(slot_weights)` candidates with the largest w_i Qbar(x, i) (the paper's top-k),
+    the largest at the slot of largest weight."""
+    chex.assert_rank([q, weights, slot_weights], 1)
+    ranked = jax.lax.top_k(weights * q[:-1], slot_weights.shape[0])[1]
+    return _place(ranked, slot_weights).astype(jnp.int32)
 
 
-def greedy_slate(q, weights, no_click_weight, slate_size: int):
-    """Add `slate_size` candidates one at a time, each the one that maximises the value of the
-    slate so far with it (the paper's greedy)."""
-    chex.assert_rank([q, weights, no_click_weight], [1, 1, 0])
+def greedy_slate(q, weights, no_click_weight, slot_weights):
+    """Fill the slots from the largest weight down, each with the candidate that maximises the
+    value of the slate so far with it there (the paper's greedy)."""
+    chex.assert_rank([q, weights, no_click_weight, slot_weights], [1, 1, 0, 1])
     numerator, denominator = no_click_weight * q[-1], no_click_weight
     taken = jnp.zeros(weights.shape, bool)
-    slate = []
-    for _ in range(slate_size):
-        values = (numerator + weights * q[:-1]) / (denominator + weights)
+    order = jnp.argsort(-slot_weights, stable=True)
+    slate = jnp.zeros(slot_weights.shape, jnp.int32)
+    for j in range(slot_weights.shape[0]):
+        shown = weights * slot_weights[order[j]]
+        values = (numerator + shown * q[:-1]) / (denominator + shown)
         item = jnp.argmax(jnp.where(taken, -jnp.inf, values))
-        numerator, denominator = numerator + weights[item] * q[item], denominator + weights[item]
+        numerator, denominator = numerator + shown[item] * q[item], denominator + shown[item]
         taken = taken.at[item].set(True)
-        slate.append(item)
-    return jnp.stack(slate).astype(jnp.int32)
+        slate = slate.at[order[j]].set(item)
+    return slate
 
 
 SLATE_OPTIMIZERS = {"exact": exact_slate, "top_k": top_k_slate, "greedy": greedy_slate}
 
 
-def item_target(reward, discount, next_q, next_weights, next_no_click_weight, next_slate):
+def item_target(reward, discount, next_q, next_weights, next_no_click_weight, next_slot_weights,
+                next_slate):
     """The chosen item's TD target r + discount * Q(x', A') (`discount` is gamma, 0 where the
     episode terminated)."""
     chex.assert_rank([reward, discount], 0)
-    return reward + discount * slate_value(next_q, next_weights, next_no_click_weight, next_slate)
+    return reward + discount * slate_value(next_q, next_weights, next_no_click_weight,
+                                           next_slot_weights, next_slate)
 
 
 def chosen_item(slate, slot_clicks, num_candidates: int):
@@ -130,6 +159,24 @@ def chosen_item(slate, slot_clicks, num_candidates: int):
     chex.assert_equal_shape([slate, slot_clicks])
     clicked = slot_clicks > 0
     return jnp.where(jnp.any(clicked), slate[jnp.argmax(clicked)], num_candidates).astype(jnp.int32)
+
+
+def choice_weights(item_logits, slot_logits):
+    """`(weights, no-click weight, slot weights)` of a multinomial logit with candidate logits
+    `item_logits` (C,), no-click logit 0 and slot logits `slot_logits` (k,), scaled by a common
+    factor (which leaves every choice probability unchanged) so that none overflows."""
+    chex.assert_rank([item_logits, slot_logits], 1)
+    top = jnp.maximum(jnp.max(item_logits) + jnp.max(slot_logits), 0.0)
+    return jnp.exp(item_logits - top), jnp.exp(-top), jnp.exp(slot_logits)
+
+
+def choice_log_likelihood(item_logits, slot_logits, slate, chosen):
+    """log P(the user's pick) under the logit model of `choice_weights` for the shown `slate`:
+    `chosen` is a candidate of the slate, or C (no click)."""
+    chex.assert_rank([item_logits, slot_logits, slate, chosen], [1, 1, 1, 0])
+    logits = jnp.append(item_logits[slate] + slot_logits, 0.0)
+    picked = jnp.append(slate == chosen, jnp.all(slate != chosen))
+    return jnp.sum(jnp.where(picked, jax.nn.log_softmax(logits), 0.0))
 
 
 # --- network, config, learner ---------------------------------------------------------------
@@ -148,6 +195,26 @@ class UserItemQNetwork(nn.Module):
         items = jnp.concatenate([user, obs[..., 1:, :], user * obs[..., 1:, :]], axis=-1)
         item_q = MLP((h, h, 1))(items)[..., 0]
         return jnp.concatenate([item_q, MLP((h, h, 1))(obs[..., 0, :])], axis=-1)
+
+
+class UserItemChoiceModel(nn.Module):
+    """A learned multinomial logit of the user's pick, `(item logits (..., C), slot logits (k,))`
+    of an observation (..., 1 + C, F) for `choice_weights`: candidate i's logit is
+    u^T W c_i + a . c_i + b . u + bias (u the user row, c_i the candidate's), slot j's a learned
+    position bias (slot 0's fixed at 0), no click 0. Bilinear in user and item features, so it
+    holds ShopperRec-v0's true model when the user row is the interest."""
+
+    slate_size: int
+
+    @nn.compact
+    def __call__(self, obs):
+        user, items = obs[..., 0, :], obs[..., 1:, :]
+        features = obs.shape[-1]
+        interaction = self.param("interaction", nn.initializers.zeros, (features, features))
+        item_logits = (jnp.einsum("...f,fg,...cg->...c", user, interaction, items)
+                       + nn.Dense(1)(items)[..., 0] + nn.Dense(1, use_bias=False)(user))
+        slot_logits = self.param("slot_logits", nn.initializers.zeros, (self.slate_size - 1,))
+        return item_logits, jnp.append(jnp.zeros(1, slot_logits.dtype), slot_logits)
 
 
 @struct.dataclass
@@ -173,6 +240,7 @@ class SlateQConfig(ReplaySizes):
     target_update_interval: int = struct.field(pytree_node=False, default=250)  # gradient steps
     target: str = struct.field(pytree_node=False, default="q_learning")  # or "sarsa"
     slate_optimizer: str = struct.field(pytree_node=False, default="exact")  # or "top_k", "greedy"
+    choice_model: str = struct.field(pytree_node=False, default="env")  # or "learned"
     double_q: bool = struct.field(pytree_node=False, default=True)
     epsilon_schedule: str = struct.field(pytree_node=False, default="linear")
     hidden_size: int = struct.field(pytree_node=False, default=64)
@@ -184,6 +252,7 @@ class SlateQConfig(ReplaySizes):
         """Raise ValueError naming the first invalid field; traced (vmapped) values are skipped."""
         check_choice(self, "target", TARGETS)
         check_choice(self, "slate_optimizer", SLATE_OPTIMIZERS)
+        check_choice(self, "choice_model", CHOICE_MODELS)
         check_choice(self, "epsilon_schedule", EPSILON_SCHEDULES)
         check_bools(self, "double_q", "anneal_lr")
         check_config(self, epsilon_rules(self, SLATEQ_RULES))
@@ -213,9 +282,10 @@ class Transition(NamedTuple):
     final_obs: jax.Array  # the step's true next observation (pre-reset where the episode ended)
 
 
-def env_spec(env, env_params) -> tuple[int, int]:
+def env_spec(env, env_params, needs_choice_model: bool = True) -> tuple[int, int]:
     """`(num_candidates, slate_size)` of an env SlateQ supports (slate_size 0 for a Discrete
-    action); a ValueError that says what is missing otherwise."""
+    action); a ValueError that says what is missing otherwise (the choice-model hook only if
+    `needs_choice_model`)."""
     space = env.action_space(env_params)
     if isinstance(space, Slate):
         num_candidates, slate_size = space.n, space.slate_size
@@ -228,9 +298,10 @@ def env_spec(env, env_params) -> tuple[int, int]:
             or obs_space.shape[0] != num_candidates + 1:
         raise ValueError(f"SlateQ needs a Box observation (1 + num_candidates, features) = "
                          f"({num_candidates + 1}, F), row 0 the user; {env.name} has {obs_space!r}")
-    if not callable(getattr(env, "choice_model", None)):
-        raise ValueError(f"SlateQ needs the env's choice model, a method env.choice_model(obs, "
-                         f"env_params) -> (weights, no_click_weight); {env.name} has none")
+    if needs_choice_model and not callable(getattr(env, "choice_model", None)):
+        raise ValueError(f"SlateQ with choice_model='env' needs the env's choice model, a method "
+                         f"env.choice_model(obs, env_params) -> (weights, no_click_weight, "
+                         f"slot_weights); {env.name} has none (use choice_model='learned')")
     key = jax.random.key(0)
     obs, state = jax.eval_shape(env.reset, key, env_params)
     info = jax.eval_shape(env.step, key, state, space.sample(key), env_params)[-1]
@@ -241,17 +312,19 @@ def env_spec(env, env_params) -> tuple[int, int]:
     return num_candidates, slate_size
 
 
-def select_slate(key, q, weights, no_click_weight, eps, slate_size: int, optimizer: str):
+def select_slate(key, q, weights, no_click_weight, slot_weights, eps, optimizer: str):
     """Epsilon-greedy slate of one observation: with probability `eps` a uniformly random slate
     of distinct candidates, else `optimizer`'s slate for the item values `q`."""
     k_coin, k_random = jax.random.split(key)
-    random_slate = jax.lax.top_k(jax.random.uniform(k_random, weights.shape), slate_size)[1]
-    greedy = SLATE_OPTIMIZERS[optimizer](q, weights, no_click_weight, slate_size)
+    random_slate = jax.lax.top_k(jax.random.uniform(k_random, weights.shape),
+                                 slot_weights.shape[0])[1]
+    greedy = SLATE_OPTIMIZERS[optimizer](q, weights, no_click_weight, slot_weights)
     return jnp.where(jax.random.uniform(k_coin) < eps, random_slate.astype(jnp.int32), greedy)
 
 
 def network_params(runner_state: RunnerState):
-    """The online network parameters of a runner state (batched if the state is)."""
+    """The online network parameters of a runner state (batched if the state is): a dict of
+    the item-value network's ("q") and, with a learned choice model, its ("choice")."""
     return runner_state.train_state.params
 
 
@@ -260,24 +333,36 @@ def make_policy(config: SlateQConfig, env, network_params, deterministic: bool =
     config's slate optimiser under the env's choice model, epsilon-greedy at the schedule's
     final epsilon, or greedy if `deterministic`. A `jax.tree_util.Partial` over the weights
     and epsilon, so one compilation serves many weight sets (as `dqn.make_policy`)."""
-    _, slate_size = env_spec(env, env.default_params)
+    _, slate_size = env_spec(env, env.default_params, config.choice_model == "env")
     eps = jnp.zeros((), jnp.float32) if deterministic else epsilon(config, config.total_timesteps)
     return jax.tree_util.Partial(_policy_fn(env, config.hidden_size, slate_size,
-                                            config.slate_optimizer), network_params, eps)
+                                            config.slate_optimizer, config.choice_model),
+                                 network_params, eps)
 
 
 @functools.cache
-def _policy_fn(env, hidden_size: int, slate_size: int, optimizer: str):
-    """One function object per env, network size, action kind and optimiser."""
+def _policy_fn(env, hidden_size: int, slate_size: int, optimizer: str, choice_model: str):
+    """One function object per env, network size, action kind, optimiser and choice model."""
     network = UserItemQNetwork(hidden_size)
+    choice = make_choice_fn(env, choice_model, max(slate_size, 1))
 
     def policy_fn(network_params, eps, key, obs, env_state, env_params):
-        weights, no_click_weight = env.choice_model(obs, env_params)
-        slate = select_slate(key, network.apply(network_params, obs), weights, no_click_weight,
-                             eps, max(slate_size, 1), optimizer)
+        slate = select_slate(key, network.apply(network_params["q"], obs),
+                             *choice(network_params, obs, env_params), eps, optimizer)
         return slate if slate_size else slate[0]
 
     return policy_fn
+
+
+def make_choice_fn(env, choice_model: str, slate_size: int):
+    """`choice(network_params, obs, env_params) -> (weights, no-click weight, slot weights)` of
+    one observation: the env's hook (`choice_model="env"`) or the learned model's
+    `network_params["choice"]`."""
+    if choice_model == "env":
+        return lambda network_params, obs, env_params: env.choice_model(obs, env_params)
+    model = UserItemChoiceModel(slate_size)
+    return lambda network_params, obs, env_params: choice_weights(
+        *model.apply(network_params["choice"], obs))
 
 
 def make_learner(config: SlateQConfig, env, env_params) -> Learner:
@@ -285,22 +370,29 @@ def make_learner(config: SlateQConfig, env, env_params) -> Learner:
 
     One update: `train_frequency` epsilon-greedy steps of all `num_envs` envs into the
     buffer, then (once `learning_starts` env steps are done) `gradient_steps` gradient steps
-    on batches of (transition, next transition) pairs.
+    on batches of (transition, next transition) pairs. With `choice_model="learned"` each
+    gradient step also fits `UserItemChoiceModel` to the picks in the batch (its negative log
+    likelihood is added to the TD loss), and that model stands in for the env's everywhere.
     """
     config.validate()
-    num_candidates, slate_size = env_spec(env, env_params)
+    learned = config.choice_model == "learned"
+    num_candidates, slate_size = env_spec(env, env_params, not learned)
     k = max(slate_size, 1)
     network = UserItemQNetwork(config.hidden_size)
-    optimize = functools.partial(SLATE_OPTIMIZERS[config.slate_optimizer], slate_size=k)
-    choice_model = jax.vmap(env.choice_model, in_axes=(0, None))
+    choice_net = UserItemChoiceModel(k)
+    optimize = SLATE_OPTIMIZERS[config.slate_optimizer]
+    choice = make_choice_fn(env, config.choice_model, k)
+    choice_batch = jax.vmap(choice, in_axes=(None, 0, None))
     env_loop = make_env_loop(env, env_params, config.num_envs)
     tx = make_optimizer(config.lr, config.max_grad_norm, config.anneal_lr,
                         max(1, config.num_gradient_steps))
 
     def init(key):
-        k_net, k_loop = jax.random.split(key)
+        k_net, k_choice, k_loop = jax.random.split(key, 3)
         loop = env_loop.init(k_loop)
-        params = network.init(k_net, loop.obs[0])
+        params = {"q": network.init(k_net, loop.obs[0])}
+        if learned:
+            params["choice"] = choice_net.init(k_choice, loop.obs[0])
         train_state = TrainState(params, params, tx.init(params), jnp.int32(0))
         n = config.num_envs
         false, zeros = jnp.zeros(n, bool), jnp.zeros(n, jnp.int32)
@@ -310,10 +402,9 @@ def make_learner(config: SlateQConfig, env, env_params) -> Learner:
 
     def act(carry, key, obs, _):
         params, eps, buffer = carry
-        weights, no_click_weight = choice_model(obs, env_params)
-        slate = jax.vmap(select_slate, in_axes=(0, 0, 0, 0, None, None, None))(
-            jax.random.split(key, obs.shape[0]), network.apply(params, obs), weights,
-            no_click_weight, eps, k, config.slate_optimizer)
+        slate = jax.vmap(select_slate, in_axes=(0, 0, 0, 0, 0, None, None))(
+            jax.random.split(key, obs.shape[0]), network.apply(params["q"], obs),
+            *choice_batch(params, obs, env_params), eps, config.slate_optimizer)
         return (slate if slate_size else slate[:, 0]), carry, slate
 
     def observe(carry, slate, step, _):
@@ -327,21 +418,27 @@ def make_learner(config: SlateQConfig, env, env_params) -> Learner:
     def target(params, target_params, pair: Transition):
         """The TD target of a pair's first transition (leaves (2, ...))."""
         now = jax.tree.map(lambda x: x[0], pair)
-        weights, no_click_weight = env.choice_model(now.final_obs, env_params)
-        next_q = network.apply(target_params, now.final_obs)
-        chooser_q = network.apply(params, now.final_obs) if config.double_q else next_q
-        next_slate = optimize(chooser_q, weights, no_click_weight)
+        model = choice(params, now.final_obs, env_params)
+        next_q = network.apply(target_params["q"], now.final_obs)
+        chooser_q = network.apply(params["q"], now.final_obs) if config.double_q else next_q
+        next_slate = optimize(chooser_q, *model)
         if config.target == "sarsa":  # the slate shown next, unless the episode ended here
             next_slate = jnp.where(now.done, next_slate, pair.slate[1])
         discount = config.gamma * (1.0 - now.terminated.astype(jnp.float32))
-        return item_target(now.reward, discount, next_q, weights, no_click_weight, next_slate)
+        return item_target(now.reward, discount, next_q, *model, next_slate)
 
     def loss_fn(params, target_params, pairs: Transition):
-        q = network.apply(params, pairs.obs[:, 0])
+        q = network.apply(params["q"], pairs.obs[:, 0])
         q_chosen = jnp.take_along_axis(q, pairs.chosen[:, 0, None], axis=-1)[:, 0]
         targets = jax.vmap(target, in_axes=(None, None, 0))(params, target_params, pairs)
         loss = 0.5 * jnp.mean(jnp.square(q_chosen - jax.lax.stop_gradient(targets)))
-        return loss, {"loss": loss, "q_mean": jnp.mean(q_chosen), "target_mean": jnp.mean(targets)}
+        metrics = {"loss": loss, "q_mean": jnp.mean(q_chosen), "target_mean": jnp.mean(targets)}
+        if learned:
+            item_logits, slot_logits = choice_net.apply(params["choice"], pairs.obs[:, 0])
+            choice_loss = -jnp.mean(jax.vmap(choice_log_likelihood, in_axes=(0, None, 0, 0))(
+                item_logits, slot_logits, pairs.slate[:, 0], pairs.chosen[:, 0]))
+            loss, metrics = loss + choice_loss, {**metrics, "choice_loss": choice_loss}
+        return loss, metrics
 
     def sample(buffer, key):  # (transition, next transition) pairs
         return buffer_sample(buffer, key, config.batch_size, 2)

@@ -8,7 +8,7 @@ import pytest
 from experiments import slateq_interest_evolution
 from tests.helpers import run_quickly
 
-LEARNERS = {"SlateQ", "myopic SlateQ", "slate DQN", "PPO"}
+LEARNERS = {"SlateQ", "myopic SlateQ", "SlateQ (learned choice model)", "slate DQN", "PPO"}
 BASELINES = {"quality oracle", "random"}
 
 

@@ -150,12 +150,14 @@ class InterestEvolution(CompareByArgs, environment.Environment[EnvState, EnvPara
         docs = jax.nn.one_hot(state.candidate_topic, NUM_TOPICS, dtype=jnp.float32)
         return jnp.concatenate([state.interest[None].astype(jnp.float32), docs])
 
-    def choice_model(self, obs: jax.Array, params: EnvParams) -> tuple[jax.Array, jax.Array]:
-        """`(candidate weights (num_candidates,), no-click weight)` of the user's choice at
-        `obs`: a slate's slot j is clicked with probability w_j / (w_0 + sum of the slate's w),
-        as `choice_probabilities`. The hook a choice-model-based learner (SlateQ) reads."""
+    def choice_model(self, obs: jax.Array, params: EnvParams):
+        """`(candidate weights (num_candidates,), no-click weight, slot weights (slate_size,))`
+        of the user's choice at `obs`: a slate's slot j is clicked with probability
+        w_j / (w_0 + sum of the slate's w), as `choice_probabilities` (positions do not matter:
+        every slot weight is 1). The hook a choice-model-based learner (SlateQ) reads."""
         weights = obs[1:] @ obs[0] - params.min_normalizer
-        return weights, jnp.asarray(params.no_click_mass - params.min_normalizer, jnp.float32)
+        return (weights, jnp.asarray(params.no_click_mass - params.min_normalizer, jnp.float32),
+                jnp.ones(self.slate_size, jnp.float32))
 
     def is_terminated(self, state: EnvState, params: EnvParams) -> jax.Array:
         """IEvUserModel.is_terminal."""

@@ -253,7 +253,8 @@ class ShopperRec(HorizonEndsEpisode, CompareByArgs, environment.Environment[EnvS
                          history_purchased=history_purchased, history_valid=history_valid)
         terminated = patience <= 0.0
         info = {"clicks": click_f, "purchases": buy_f, "revenue": revenue,
-                "invalid_actions": num_invalid}
+                "invalid_actions": num_invalid,
+                "slot_clicks": (jnp.arange(self.slate_size) == choice).astype(jnp.float32)}
         return self.get_obs(state, params), state, reward.astype(jnp.float32), terminated, info
 
     def click_logits(self, interest: jax.Array, items: jax.Array, params: EnvParams):
@@ -312,6 +313,57 @@ class ShopperRec(HorizonEndsEpisode, CompareByArgs, environment.Environment[EnvS
         action = check_action(f"{self.name} with slate_size={self.slate_size}", action, expected,
                               integer=True)
         return shown_slots(action, self.num_candidates)
+
+
+class UserItemShopperRec(ShopperRec):
+    """ShopperRec-v0 (same dynamics, keys and params) observed as one (1 + num_candidates,
+    embed_dim + 3) matrix, row 0 the shopper and row 1 + i candidate i, as SlateQ's
+    user-item networks read it.
+
+    Candidate rows are `get_obs`'s `candidates` (embedding, log price, appeal, quality). The
+    shopper row is [interest estimate (embed_dim), time / max_steps_in_episode, share of history
+    slots filled, mean quality of the history's clicks]. The estimate is the mean embedding of
+    the history's clicked items (zeros if none) or, with `reveal_interest`, the hidden interest
+    itself, which makes the env's choice model (`choice_model`) a function of the observation.
+    """
+
+    def __init__(self, num_items: int = 1000, num_candidates: int = 10, slate_size: int = 1,
+                 history_len: int = 5, embed_dim: int = 8, num_shoppers: int = 1000,
+                 num_categories: int = 10, reveal_interest: bool = False):
+        super().__init__(num_items, num_candidates, slate_size, history_len, embed_dim,
+                         num_shoppers, num_categories)
+        if not isinstance(reveal_interest, bool):
+            raise ValueError(f"UserItemShopperRec.reveal_interest must be a bool, got "
+                             f"{reveal_interest!r}")
+        self.reveal_interest = reveal_interest
+
+    def get_obs(self, state: EnvState, params: EnvParams, key=None) -> jax.Array:
+        obs = super().get_obs(state, params)
+        d, valid = self.embed_dim, state.history_valid
+        clicks = jnp.maximum(jnp.sum(valid), 1.0)
+        estimate = state.interest if self.reveal_interest else (
+            valid @ obs["history"][:, :d] / clicks)
+        shopper = jnp.concatenate([estimate, obs["time"], jnp.mean(valid)[None],
+                                   (valid @ obs["history"][:, d + 1] / clicks)[None]])
+        return jnp.concatenate([shopper[None], obs["candidates"]]).astype(jnp.float32)
+
+    def observation_space(self, params: EnvParams | None = None) -> spaces.Box:
+        return spaces.Box(-jnp.inf, jnp.inf, (1 + self.num_candidates, self.embed_dim + 3),
+                          jnp.float32)
+
+    def choice_model(self, obs: jax.Array, params: EnvParams):
+        """`(candidate weights (num_candidates,), no-click weight, slot weights (slate_size,))`
+        of the shopper's choice at `obs`: candidate i shown at slot j is clicked with probability
+        w_i b_j / (w_0 + the slate's sum of w b), as `step`'s multinomial logit with position
+        bias. Needs `reveal_interest` (the weights depend on the hidden interest)."""
+        if not self.reveal_interest:
+            raise ValueError("UserItemShopperRec.choice_model needs reveal_interest=True: the "
+                             "click weights depend on the shopper's hidden interest")
+        d = self.embed_dim
+        logits = params.affinity_scale * (obs[1:, :d] @ obs[0, :d]) + obs[1:, d + 1]
+        top = jnp.maximum(jnp.max(logits), params.no_click_logit)
+        return (jnp.exp(logits - top), jnp.exp(params.no_click_logit - top),
+                jnp.exp(-params.position_bias * jnp.arange(self.slate_size, dtype=jnp.float32)))
 
 
 def _unit(x: jax.Array) -> jax.Array:

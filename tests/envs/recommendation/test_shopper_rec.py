@@ -16,7 +16,7 @@ import pytest
 from gymnax.environments import spaces
 
 import ecomrl_jax
-from ecomrl_jax.envs.recommendation.shopper_rec import EnvState, ShopperRec
+from ecomrl_jax.envs.recommendation.shopper_rec import EnvState, ShopperRec, UserItemShopperRec
 from ecomrl_jax.spaces import Slate
 from tests.helpers import to_numpy
 
@@ -211,7 +211,8 @@ def test_reward_is_weighted_sum_of_business_metrics(single, single_rollout):
     env, params = single
     r = single_rollout
     info = r["info"]
-    assert set(info) == {"clicks", "purchases", "revenue", "invalid_actions"}
+    assert set(info) == {"clicks", "purchases", "revenue", "invalid_actions", "slot_clicks"}
+    np.testing.assert_array_equal(info["slot_clicks"].sum(-1), info["clicks"])
     assert np.all(np.isfinite(r["reward"]))
     assert r["reward"].dtype == np.float32
     assert np.all(np.isin(info["clicks"], [0.0, 1.0]))
@@ -330,6 +331,7 @@ def test_choice_and_purchase_frequencies_match_the_model(slate, slate_map):
     first = post.history_items[:, 0]
     slot = clicked[:, None] & (first[:, None] == np.asarray(items)[None])
     assert np.all(slot.sum(1) == clicked)  # the clicked item is always one of the shown ones
+    np.testing.assert_array_equal(info["slot_clicks"], slot)
     freq = np.append(slot.mean(0), 1.0 - clicked.mean())
     tol = 5 * np.sqrt(probs * (1 - probs) / n) + 1e-3
     assert np.all(np.abs(freq - probs) < tol), (freq, probs)
@@ -743,3 +745,41 @@ def test_state_is_a_pytree_of_arrays(single):
     for field in ("history_items", "history_purchased", "history_valid"):
         assert getattr(state, field).shape == (env.history_len,)
     assert env.name == "ShopperRec-v0" and env.num_actions == env.num_candidates
+
+
+@pytest.mark.parametrize("reveal_interest", [False, True])
+def test_user_item_view_keeps_the_dynamics_and_lays_out_its_rows(reveal_interest):
+    """UserItemShopperRec on the keys and slates of ShopperRec: the same states, rewards and
+    info; its (1 + C, embed_dim + 3) observation holds the candidate rows and a shopper row
+    [interest or the history's mean clicked embedding, time, history fill, mean history
+    quality], in its space, and in `final_observation`."""
+    base = ShopperRec(num_items=40, slate_size=2, history_len=3)
+    view = UserItemShopperRec(num_items=40, slate_size=2, history_len=3,
+                              reveal_interest=reveal_interest)
+    params, d = base.default_params, base.embed_dim
+
+    def rollout(env):
+        def step(state, key):
+            k_action, k_step = jax.random.split(key)
+            out = env.step(k_step, state, env.action_space(params).sample(k_action), params)
+            return out[1], (out[0], out[1], out[2], out[5])
+        _, state = env.reset(jax.random.key(0), params)
+        return jax.lax.scan(step, state, jax.random.split(jax.random.key(1), 40))[1]
+
+    obs, states, rewards, info = jax.jit(rollout, static_argnums=0)(view)
+    base_obs, base_states, base_rewards, base_info = jax.jit(rollout, static_argnums=0)(base)
+    _assert_trees_close((states, rewards), (base_states, base_rewards))
+    assert obs.shape == (40,) + view.observation_space(params).shape and np.all(np.isfinite(obs))
+    np.testing.assert_array_equal(obs[:, 1:], base_obs["candidates"])
+    history, valid = base_obs["history"], states.history_valid
+    assert valid[-1].sum() > 0  # the check below sees a history
+    clicks = np.maximum(valid.sum(1), 1.0)[:, None]
+    mean_clicked = np.einsum("th,thf->tf", valid, history[..., :d]) / clicks
+    estimate = states.interest if reveal_interest else mean_clicked
+    np.testing.assert_allclose(obs[:, 0, :d], estimate, rtol=1e-5, atol=1e-6)
+    mean_quality = np.einsum("th,th->t", valid, history[..., d + 1]) / clicks[:, 0]
+    np.testing.assert_allclose(obs[:, 0, d:], np.stack(
+        [base_obs["time"][:, 0], valid.mean(1), mean_quality], axis=1), rtol=1e-5, atol=1e-6)
+    assert info["final_observation"].shape == obs.shape
+    np.testing.assert_array_equal(info["final_observation"][:, 1:],
+                                  base_info["final_observation"]["candidates"])
