@@ -307,6 +307,7 @@ def test_contextual_algorithms_learn_the_linear_model():
         assert m["regret"][:100].mean() > 0.3  # it had something to learn
 
 
+@pytest.mark.slow
 def test_thompson_and_ucb_beat_epsilon_greedy_and_random():
     """LEARN_RUNS runs per algorithm on the default 10-arm Bernoulli bandit (means 0.1 to 0.7)."""
     keys = jax.random.split(jax.random.key(42), LEARN_RUNS)

@@ -92,6 +92,7 @@ def test_ppo_restart_keeps_weights_and_envs_and_starts_a_fresh_optimiser(pricing
     restart_learner.update(restarted)  # runs
 
 
+@pytest.mark.slow
 def test_dqn_restart_keeps_the_buffer_and_starts_epsilon_again(pricing):
     env, params = pricing
     hold = dqn.DQNConfig(**DQN_TINY, epsilon_schedule="constant", epsilon_start=0.05)

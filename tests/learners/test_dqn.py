@@ -185,6 +185,7 @@ def test_vmap_over_seeds_on_a_box_observation_env():
     assert not np.array_equal(metrics["loss"][0], metrics["loss"][1])
 
 
+@pytest.mark.slow
 def test_vmap_over_config_grid_on_slates_with_polyak_targets():
     """A grid of (lr, tau) vmaps with one compile on a 3-item slate env; Polyak averaging moves
     the target by tau toward the online network at every gradient step."""
@@ -250,6 +251,7 @@ def test_q_networks_shapes_and_permutation_equivariance(rec):
         make_q_network(gymnax.environments.spaces.Discrete(3), 3)
 
 
+@pytest.mark.slow
 def test_transformer_torso_trains_and_acts_greedily(fixed_length):
     """A tiny dueling DQN run with the history Transformer as torso: finite metrics, the
     torso's params under "torso", and the greedy policy is the argmax of its Q-values."""

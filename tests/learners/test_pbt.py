@@ -34,7 +34,7 @@ def env():
     (dict(ready_every=5), r"ready_every \(5\) exceeds the learner's num_updates \(4\)"),
     (dict(explore=()), "must name at least one"),
     (dict(explore=(("num_envs", 4, 8),)),
-     r"cannot explore 'num_envs': explorable PPOConfig fields are \['lr', 'gamma'"),
+     r"cannot explore 'num_envs': explorable PPOConfig fields are \['lr', 'min_lr', 'gamma'"),
     (dict(explore=(("nope", 0.0, 1.0),)), "cannot explore 'nope'"),
     (dict(explore=(("lr", 1e-2, 1e-4),)), "bounds of 'lr' must have low < high"),
     (dict(explore=(("lr", 0.0, 1e-2),)), "bounds of 'lr': PPOConfig.lr must be > 0"),
@@ -82,7 +82,8 @@ def test_copies_take_their_parents_state_and_perturbed_values_within_bounds():
             assert values.dtype == np.float32
 
 
-@pytest.mark.parametrize("module, config", [(ppo, PPO_TINY), (dqn, DQN_TINY)], ids=["ppo", "dqn"])
+@pytest.mark.parametrize("module, config", [(ppo, PPO_TINY), pytest.param(dqn, DQN_TINY, marks=pytest.mark.slow)],
+                         ids=["ppo", "dqn"])
 def test_a_jitted_run_records_fitness_lineage_and_hyperparameters(env, module, config):
     explore = (("lr", 1e-4, 1e-2),)
     settings = pbt.PBTConfig(population=4, ready_every=2, truncation=0.5, explore=explore)

@@ -165,6 +165,7 @@ def test_policy_for_a_single_env(fixed_length, tiny_run):
     assert jax.tree.structure(other) == jax.tree.structure(sample)
 
 
+@pytest.mark.slow
 def test_learns_beyond_random_in_a_short_run(rec):
     """~100k env steps (~2 s): return from random's ~7.1 to well above the myopic oracle's ~9.4
     (about 21 for seeds 0-2)."""

@@ -145,6 +145,7 @@ def test_unknown_network_is_refused(rec):
         ppo.make_learner(ppo.PPOConfig(**{**TINY_PPO, "network": "transformer-huge"}), *rec)
 
 
+@pytest.mark.slow
 def test_ppo_with_transformer_runs_under_jit_and_vmap(rec, short_pretrain):
     """Two seeds vmapped, fine-tuned from pre-trained params: finite throughout, and the first
     update's policy is the pre-trained one, sharper than a fresh network's near-uniform one

@@ -16,6 +16,7 @@ from ecomrl_jax.offline.obd import SAMPLE_ROOT
 QUICK = ["--bootstrap", "50", "--bts-samples", "2000", "--folds", "2"]
 
 
+@pytest.mark.slow
 def test_obd_bts_from_random_logs_writes_the_table_and_json(tmp_path, capsys):
     out = tmp_path / "ope.json"
     assert main(["ope", "--data", "obd", "--behavior", "random", "--policy", "bts",

@@ -296,6 +296,7 @@ def test_run_predictive_rejects_bad_arguments(kwargs, match):
 # --------------------------------------------------------------------------- bandit adapter
 
 
+@pytest.mark.slow
 def test_bandit_learns_the_revenue_optimal_grid_price():
     env, params = ecomrl_jax.make("DynamicPricing-v0", **SETTINGS["stationary"], reward_profit=0.0)
     algo = B.GaussianThompson(prior_std=100.0, noise_std=20.0)
@@ -312,6 +313,7 @@ def test_bandit_learns_the_revenue_optimal_grid_price():
     assert frozen.mean() >= 0.99 * oracle.mean()
 
 
+@pytest.mark.slow
 def test_contextual_bandit_sees_calendar_and_competitor_and_uses_them():
     env, params = ecomrl_jax.make("DynamicPricing-v0", **SETTINGS["competitor"], reward_profit=0.0)
     obs, state = env.reset(jax.random.key(0), params)
