@@ -156,6 +156,7 @@ def test_a_study_killed_mid_batch_resumes_to_exactly_its_trials(monkeypatch, tmp
     assert tiny_tune(4, url, "resume").env_steps == 0 and len(study.trials) == 6  # nothing left to do
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_a_trial_whose_process_died_silently_is_failed_and_run_again(tmp_path):
     """A RUNNING trial with no heartbeat for the grace period is another process's that died."""
@@ -241,6 +242,7 @@ def test_bad_tune_arguments_give_one_line(argv, message, tmp_path, capsys):
     assert message in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_without_optuna_tune_says_how_to_install_it_and_the_package_never_imports_it(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` now fails
     monkeypatch.delitem(sys.modules, "ecomrl_jax.tune")

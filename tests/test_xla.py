@@ -32,6 +32,7 @@ def test_add_cpu_flags_appends_to_the_users_flags(before, after, monkeypatch):
     assert add_cpu_flags() == after == os.environ["XLA_FLAGS"]
 
 
+@pytest.mark.slow
 def test_importing_ecomrl_jax_keeps_the_users_flag_and_adds_ours(tmp_path):
     """The user's --xla_dump_to takes effect (XLA writes its dump) and ours is appended, before
     the import of ecomrl_jax itself starts jax's backend (gymnax creates arrays on import)."""
@@ -44,6 +45,7 @@ def test_importing_ecomrl_jax_keeps_the_users_flag_and_adds_ours(tmp_path):
     assert any(dump.iterdir())
 
 
+@pytest.mark.slow
 def test_xla_reads_its_flags_when_jax_starts_not_at_import():
     """Why ecomrl_jax/__init__.py sets the flag first: a flag set after `import jax` still
     counts (here an unknown one aborts), one set after the backend started is ignored."""
@@ -61,6 +63,7 @@ DRAWS = ("import jax, numpy as np; k = jax.random.key(3); "
          "np.asarray(jax.vmap(lambda k: jax.random.normal(k, (5,)))(jax.random.split(k))).tolist())")
 
 
+@pytest.mark.slow
 def test_threefry_is_unrolled_on_cpu_with_the_same_numbers():
     """Importing ecomrl_jax swaps jax's rolled CPU threefry loop for the unrolled lowering of
     GPUs and TPUs: no loop left, and the keys and numbers of plain jax, bit for bit."""

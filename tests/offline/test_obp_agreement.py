@@ -38,6 +38,7 @@ def test_estimates_match_obp(behavior):
         np.testing.assert_allclose(float(ours[name]), value, rtol=rtol, err_msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_samples", [10_000, pytest.param(200_000, marks=pytest.mark.slow)])
 def test_bts_action_distribution_matches_obps_simulation(num_samples):
     """Each of the 240 item x position probabilities within 4.5 standard errors of the two

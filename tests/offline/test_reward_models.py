@@ -82,6 +82,7 @@ def test_bad_settings_are_refused(log):
         check_rewards(RewardModel(), data.replace(position=jnp.zeros_like(data.position)))
 
 
+@pytest.mark.slow
 def test_cross_fitted_predictions_are_calibrated_on_obd():
     """On OBD's rare clicks (0.4%) the mean out-of-fold prediction at the logged item and position
     matches the click rate (the output bias starts at the logit of the mean reward)."""

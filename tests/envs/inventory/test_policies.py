@@ -135,6 +135,7 @@ def test_grid_searched_base_stock_is_near_the_optimum(vi_sim):
     assert _per_period(result.mean_return).min() < 0.5 * vi.gain  # the grid spans bad levels
 
 
+@pytest.mark.slow
 def test_s_S_beats_base_stock_with_a_fixed_order_cost(vi_sim):  # noqa: N802
     params = SIM.replace(fixed_cost=4.0)
     vi = value_iteration(SIM_ENV, params)
