@@ -88,11 +88,11 @@ def test_the_gp_sampler_without_torch_says_what_it_needs():
 
 
 def test_a_grid_search_runs_each_point_once_and_ends_cleanly():
-    grid = {"lr": CategoricalDistribution([1e-3, 3e-3, 1e-2]), "ent_coef": CategoricalDistribution([0.0])}
-    study = tune.run_tune(ppo, ppo.PPOConfig, ENV, PARAMS, TINY, grid, 3, batch=2, sampler="grid",
+    grid = {"lr": CategoricalDistribution([1e-3, 1e-2]), "ent_coef": CategoricalDistribution([0.0])}
+    study = tune.run_tune(ppo, ppo.PPOConfig, ENV, PARAMS, TINY, grid, 2, batch=2, sampler="grid",
                           num_seeds=2, quiet=True).study
-    assert sorted(t.params["lr"] for t in by_state(study, TrialState.COMPLETE)) == [1e-3, 3e-3, 1e-2]
-    assert len(study.trials) == 3
+    assert sorted(t.params["lr"] for t in by_state(study, TrialState.COMPLETE)) == [1e-3, 1e-2]
+    assert len(study.trials) == 2
 
 
 class PruneOdd(optuna.pruners.BasePruner):

@@ -73,6 +73,7 @@ def test_step_reward_is_the_reward_per_env_step_across_episode_ends(pricing, mod
     assert metrics["episodes_finished"].sum() > 0  # episodes ended inside the updates
 
 
+@pytest.mark.slow
 def test_ppo_restart_keeps_weights_and_envs_and_starts_a_fresh_optimiser(pricing):
     env, params = pricing
     deployed_learner = ppo.make_learner(ppo.PPOConfig(**PPO_TINY), env, params)

@@ -127,6 +127,7 @@ def test_vmap_over_seeds_on_a_box_observation_env():
     assert not np.array_equal(metrics["loss_total"][0], metrics["loss_total"][1])
 
 
+@pytest.mark.slow
 def test_vmap_over_learning_rate_grid_on_slates():
     """A grid of configs vmaps with one compile; also runs the Plackett-Luce slate policy."""
     env, params = ecomrl_jax.make("ShopperRec-v0", slate_size=3)

@@ -129,6 +129,7 @@ def test_item_target_and_chosen_item():
     assert jax.vmap(slateq.chosen_item, in_axes=(0, 0, None))(slate, clicks, 10).tolist() == [7, 3, 10]
 
 
+@pytest.mark.slow
 def test_learned_choice_model_approaches_the_true_click_probabilities():
     """UserItemChoiceModel fitted by maximum likelihood (`choice_log_likelihood`, Adam) to 16,000
     picks of simulated shoppers (UserItemShopperRec, interest revealed, random slates of 3,

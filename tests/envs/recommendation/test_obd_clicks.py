@@ -38,6 +38,7 @@ def test_fitted_simulator_matches_the_logged_click_rates_of_random_and_bts():
         assert low <= sim_click_rate(env, params, dist) <= high, behavior
 
 
+@pytest.mark.slow
 def test_fit_recovers_a_known_click_model():
     env = OBDClicks(num_items=4, slate_size=2, context_dim=3, num_users=20_000)
     k_ctx, k_act, k_click = jax.random.split(jax.random.key(0), 3)

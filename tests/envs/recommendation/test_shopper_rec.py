@@ -747,7 +747,7 @@ def test_state_is_a_pytree_of_arrays(single):
     assert env.name == "ShopperRec-v0" and env.num_actions == env.num_candidates
 
 
-@pytest.mark.parametrize("reveal_interest", [False, True])
+@pytest.mark.parametrize("reveal_interest", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_user_item_view_keeps_the_dynamics_and_lays_out_its_rows(reveal_interest):
     """UserItemShopperRec on the keys and slates of ShopperRec: the same states, rewards and
     info; its (1 + C, embed_dim + 3) observation holds the candidate rows and a shopper row
