@@ -302,7 +302,8 @@ def test_two_workers_on_one_postgresql_study_run_each_trial_once(postgres, tmp_p
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 10
     assert told[0] | told[1] == {t.number for t in complete} and not told[0] & told[1]
-    assert all(told)  # both workers ran trials
+    # not asserted: that both ran trials (on a loaded machine one may compile after the other has
+    # taken every trial, and then must ask none; seen once in CI-like runs)
     assert len({tuple(t.params.values()) for t in complete}) == 10
     assert all(t.user_attrs.get("surplus") for t in study.trials if t.state != TrialState.COMPLETE)
 
