@@ -60,21 +60,26 @@ class TuneResult(NamedTuple):
 
 def parse_space(specs: list[str], config_cls) -> dict:
     """`NAME=SPEC` strings -> {name: Optuna distribution}; NAME must be a traced field."""
-    valid = traced_fields(config_cls)
     space = {}
     for spec in specs:
         name, sep, text = spec.partition("=")
         if not sep:
             raise ValueError(f"--space expects NAME=SPEC with SPEC one of {SPACE_FORMS}, got {spec!r}")
-        if name not in valid:
-            raise ValueError(f"cannot tune {name!r}: tunable {config_cls.__name__} fields are {valid} "
-                             f"(sizes are static and need a separate run)")
+        check_tunable(name, config_cls)
         if name in space:
             raise ValueError(f"--space {name} given twice")
         space[name] = parse_distribution(name, text)
     if not space:
         raise ValueError("tune needs at least one --space NAME=SPEC")
     return space
+
+
+def check_tunable(name: str, config_cls) -> None:
+    """ValueError unless `name` is a traced field of `config_cls` (a static size changes shapes)."""
+    valid = traced_fields(config_cls)
+    if name not in valid:
+        raise ValueError(f"cannot tune {name!r}: tunable {config_cls.__name__} fields are {valid} "
+                         f"(sizes are static and need a separate run)")
 
 
 def parse_distribution(name: str, text: str):
@@ -100,10 +105,8 @@ def parse_distribution(name: str, text: str):
 
 def check_space(space: dict, config_cls, base: dict) -> None:
     """ValueError unless every field is traced and every bound or choice passes the config's rules."""
-    valid = traced_fields(config_cls)
     for name, distribution in space.items():
-        if name not in valid:
-            raise ValueError(f"cannot tune {name!r}: tunable {config_cls.__name__} fields are {valid}")
+        check_tunable(name, config_cls)
         ends = (distribution.choices if isinstance(distribution, CategoricalDistribution)
                 else (distribution.low, distribution.high))
         for value in ends:
