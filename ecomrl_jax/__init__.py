@@ -27,7 +27,7 @@ register("ContextualLinearBandit-v0", ContextualLinearBandit)
 register("PricingBandit-v0", PricingBandit)
 register("ToyRec-v0", ToyRec)
 register("CouponCRM-v0", CouponCRM)
-register("AdBidding-v0", AdBidding)
+register("AdBidding-v1", AdBidding)
 register("OBDClicks-v0", OBDClicks)
 register("InterestEvolution-v0", InterestEvolution)
 

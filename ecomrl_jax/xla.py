@@ -1,26 +1,30 @@
-"""XLA CPU settings made on import: the flag that jit(vmap(train)) over seeds needs, added to the
-user's own XLA_FLAGS, and jax's unrolled threefry lowering on CPU (`unroll_cpu_threefry`).
+"""XLA CPU settings made on import: flags added to the user's own XLA_FLAGS (`add_cpu_flags`),
+and jax's unrolled threefry lowering on CPU (`unroll_cpu_threefry`).
 
 On CPU, `jit(vmap(train))` over seeds can deadlock with XLA's multi-threaded Eigen kernels, so
-the flag below turns them off. XLA reads `XLA_FLAGS` once, when jax starts its backend (the
-first array or computation, not `import jax`), and importing gymnax creates arrays. So
-`ecomrl_jax/__init__.py` calls `add_cpu_flags()` before anything else: the CLI, the
-experiments, the benchmarks, the tests and a user's own script get the flag by importing
-`ecomrl_jax` before they compute anything with jax.
+the first flag turns them off. The second lets XLA use 512-bit vectors where the CPU has them
+(AVX-512; XLA's default is 256): env steps up to ~1.4x faster in `benchmarks/env_throughput.py`
+(AdBidding-v1 0.82M -> 1.2M at 4,096 envs), training unchanged; CPUs without AVX-512 ignore it.
+XLA reads `XLA_FLAGS` once, when jax starts its backend (the first array or computation, not
+`import jax`), and importing gymnax creates arrays. So `ecomrl_jax/__init__.py` calls
+`add_cpu_flags()` before anything else: the CLI, the experiments, the benchmarks, the tests and
+a user's own script get the flags by importing `ecomrl_jax` before they compute anything with jax.
 """
 
 import os
 
-CPU_FLAG = "--xla_cpu_multi_thread_eigen=false"
+CPU_FLAGS = ("--xla_cpu_multi_thread_eigen=false", "--xla_cpu_prefer_vector_width=512")
 
 
 def add_cpu_flags() -> str:
-    """Append CPU_FLAG to `XLA_FLAGS`, keeping the user's flags; a user's own setting of
-    `--xla_cpu_multi_thread_eigen` wins. Returns the resulting `XLA_FLAGS`."""
+    """Append each of CPU_FLAGS to `XLA_FLAGS`, keeping the user's flags; a user's own setting
+    of the same flag wins. Returns the resulting `XLA_FLAGS`."""
     flags = os.environ.get("XLA_FLAGS", "")
-    if CPU_FLAG.split("=")[0] not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {CPU_FLAG}".strip()
-    return os.environ["XLA_FLAGS"]
+    for flag in CPU_FLAGS:
+        if flag.split("=")[0] not in flags:
+            flags = f"{flags} {flag}".strip()
+    os.environ["XLA_FLAGS"] = flags
+    return flags
 
 
 def unroll_cpu_threefry() -> bool:

@@ -1,4 +1,4 @@
-"""Budget pacing on AdBidding-v0: learners vs constant bid, linear pacing and the hindsight
+"""Budget pacing on AdBidding-v1: learners vs constant bid, linear pacing and the hindsight
 multiplier, against the hindsight upper bound on a day's value.
 
 Each learner trains with `vmap` over seeds (training keys 0..seeds-1, `harness.train_seeds`).
@@ -104,8 +104,8 @@ def run_means(env, params, policy, bounds: list, days: int) -> dict:
 
 def run(num_seeds: int, total_timesteps: int, num_runs: int, days: int, out: Path,
         quiet: bool = False) -> dict:
-    env, params = ecomrl_jax.make("AdBidding-v0")
-    cont, cont_params = ecomrl_jax.make("AdBidding-v0", continuous=True)
+    env, params = ecomrl_jax.make("AdBidding-v1")
+    cont, cont_params = ecomrl_jax.make("AdBidding-v1", continuous=True)
     pacing = PacingResidual(cont, gain=RESIDUAL_GAIN)
     residual = ScaleReward(pacing, RESIDUAL_REWARD_SCALE)
     trained = harness.train_learners(learner_configs(total_timesteps), env, params, num_seeds, quiet)
@@ -137,7 +137,7 @@ def run(num_seeds: int, total_timesteps: int, num_runs: int, days: int, out: Pat
     ab = compare(cont, cont_params, ads.linear_pacing(cont, cont_params), learner,
                  jax.random.key(EVAL_KEY), days)
     bound_mean = float(np.mean(np.concatenate(bounds)))
-    lines = ["# Budget pacing on AdBidding-v0", "",
+    lines = ["# Budget pacing on AdBidding-v1", "",
              harness.timing_line(trained, total_timesteps, num_seeds),
              f"Evaluation: {num_runs} runs of {days} days (keys {EVAL_KEY}..{EVAL_KEY + num_runs - 1}), "
              "the same days for every policy; default params (96 steps x 100 auction slots, "
@@ -157,7 +157,7 @@ def run(num_seeds: int, total_timesteps: int, num_runs: int, days: int, out: Pat
     harness.write_table(lines, out / "ad_pacing.md")
     baselines = {n: summary[n]["return"][0] for n in rules}
     harness.plot_curves({n: t.curves for n, t in trained.items()}, baselines, "clicks",
-                        "AdBidding-v0: clicks per day while training vs rules", out / "ad_pacing.png")
+                        "AdBidding-v1: clicks per day while training vs rules", out / "ad_pacing.png")
     return summary
 
 

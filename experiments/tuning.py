@@ -1,7 +1,7 @@
 """Hyperparameter search at an equal env-step budget: grid vs random vs TPE vs PBT tuning PPO.
 
 Three envs, PPO configs as their experiments train it: ShopperRec-v0 (PPO's defaults),
-DynamicPricing-v0 seasonal (`pricing_rl`: revenue / 50 as reward, gamma 0.5) and AdBidding-v0
+DynamicPricing-v0 seasonal (`pricing_rl`: revenue / 50 as reward, gamma 0.5) and AdBidding-v1
 (`ad_pacing`: gamma 1). Searched: `lr` in [1e-4, 1e-2] (log) and `ent_coef` in [0, 0.05].
 Each search has the same budget, `trials` x `total_steps` env steps:
 - grid, random, TPE: `trials` runs of `total_steps` steps each through `ecomrl_jax.tune.run_tune`
@@ -25,7 +25,7 @@ episodes; on DynamicPricing the unscaled revenue). The whole search is repeated 
 Budget to reach 95%: env steps a search spent until its best-so-far training score first reached
 95% of the best mean final training score of any method on that env (trials of a batch finish
 together; PBT counts whole generations of the population); mean over the repeats that reached it.
-On AdBidding-v0 the evaluation also reports value as % of the hindsight bound (`ad_pacing`'s
+On AdBidding-v1 the evaluation also reports value as % of the hindsight bound (`ad_pacing`'s
 measure) for the picked policy and for linear pacing on the same days. Writes
 `results/tuning.md` and `results/tuning.png`.
 
@@ -58,7 +58,7 @@ from ecomrl_jax.wrappers import ScaleReward
 EVAL_KEY = harness.EVAL_KEY
 METHODS = ("grid", "random", "TPE", "PBT")
 BOUNDS = {"lr": (1e-4, 1e-2), "ent_coef": (0.0, 0.05)}
-ENVS = ("ShopperRec-v0", "DynamicPricing-v0 (seasonal)", "AdBidding-v0")
+ENVS = ("ShopperRec-v0", "DynamicPricing-v0 (seasonal)", "AdBidding-v1")
 TARGET = 0.95  # budget to reach this fraction of the best score
 REWARD_SCALE = 50.0  # DynamicPricing: PPO sees revenue / 50, as in pricing_rl
 
@@ -86,7 +86,7 @@ def make_task(name: str, total_steps: int) -> Task:
     if name == "ShopperRec-v0":
         env, params = ecomrl_jax.make(name)
         return Task(env, env, params, base)
-    if name == "AdBidding-v0":
+    if name == "AdBidding-v1":
         env, params = ecomrl_jax.make(name)
         return Task(env, env, params, {**base, "num_envs": 64, "num_steps": 96, "gamma": 1.0})
     env, params = ecomrl_jax.make("DynamicPricing-v0", **SETTINGS["seasonal"], reward_profit=0.0)
@@ -178,7 +178,7 @@ def held_out(name: str, task: Task, policy, repeat: int, episodes: int) -> dict:
     key = jax.random.key(EVAL_KEY + repeat)
     e = evaluate(task.eval_env, task.params, policy, key, episodes)
     result = {"return": float(np.mean(e["return"]))}
-    if name == "AdBidding-v0":
+    if name == "AdBidding-v1":
         bound = bound_values(task.eval_env, task.params, key, episodes)
         result["bound_pct"] = 100.0 * float(np.mean(np.asarray(e["expected_value"]) / bound))
     return result
@@ -211,7 +211,7 @@ def run_env(name: str, trials: int, batch: int, total_steps: int, repeats: int,
                                            for r, s in enumerate(searches)]}
         print(f"{name} {method}: {repeats} searches of {trials} x {total_steps:,} env steps in "
               f"{time.perf_counter() - start:.0f} s", flush=True)
-    if name == "AdBidding-v0":
+    if name == "AdBidding-v1":
         pacing = ads.linear_pacing(task.eval_env, task.params)
         results["linear pacing"] = np.array([held_out(name, task, pacing, r, episodes)["bound_pct"]
                                              for r in range(repeats)])
@@ -262,7 +262,7 @@ def write_table(summaries: dict, pacing: np.ndarray | None, args, seconds: float
                          f"| {budget} | {row['total']:,.0f} | {picks} |")
         winner = max(rows, key=lambda m: rows[m]["held_out"][0])
         lines += ["", f"Best held-out mean: {winner}; " + overlap_line(rows, winner), ""]
-        if name == "AdBidding-v0" and pacing is not None:
+        if name == "AdBidding-v1" and pacing is not None:
             lines += ["Value as % of the hindsight bound (`ad_pacing`'s measure), same evaluation "
                       f"days: linear pacing {harness.ci_cell(pacing, '.2f')}; "
                       + "; ".join(f"{m} {harness.cell(r['bound_pct'], '.2f')}"
@@ -312,7 +312,7 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     results = {name: run_env(name, args.trials, args.batch, args.total_steps, args.repeats,
                              args.episodes) for name in args.envs}
-    pacing = results.get("AdBidding-v0", {}).pop("linear pacing", None)
+    pacing = results.get("AdBidding-v1", {}).pop("linear pacing", None)
     summaries = {name: summarise(r) for name, r in results.items()}
     write_table(summaries, pacing, args, time.perf_counter() - start, args.out / "tuning.md")
     plot(results, args.out / "tuning.png")

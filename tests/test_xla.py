@@ -1,4 +1,4 @@
-"""The XLA CPU flag (ecomrl_jax/xla.py): appended to a user's XLA_FLAGS, read when jax starts."""
+"""The XLA CPU flags (ecomrl_jax/xla.py): appended to a user's XLA_FLAGS, read when jax starts."""
 
 import os
 import subprocess
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ecomrl_jax.xla import CPU_FLAG, add_cpu_flags
+from ecomrl_jax.xla import CPU_FLAGS, add_cpu_flags
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,11 +21,18 @@ def python(code: str, xla_flags: str | None) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+OURS = " ".join(CPU_FLAGS)
+EIGEN, WIDTH = CPU_FLAGS
+
+
 @pytest.mark.parametrize("before, after", [
-    ("", CPU_FLAG),
-    ("--xla_dump_to=/tmp/x", f"--xla_dump_to=/tmp/x {CPU_FLAG}"),
-    (CPU_FLAG, CPU_FLAG),
-    ("--xla_cpu_multi_thread_eigen=true", "--xla_cpu_multi_thread_eigen=true"),  # the user's wins
+    ("", OURS),
+    ("--xla_dump_to=/tmp/x", f"--xla_dump_to=/tmp/x {OURS}"),
+    (OURS, OURS),
+    (WIDTH, f"{WIDTH} {EIGEN}"),
+    # the user's own settings win
+    ("--xla_cpu_multi_thread_eigen=true", f"--xla_cpu_multi_thread_eigen=true {WIDTH}"),
+    ("--xla_cpu_prefer_vector_width=128", f"--xla_cpu_prefer_vector_width=128 {EIGEN}"),
 ])
 def test_add_cpu_flags_appends_to_the_users_flags(before, after, monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", before)
@@ -41,7 +48,7 @@ def test_importing_ecomrl_jax_keeps_the_users_flag_and_adds_ours(tmp_path):
                   "print(bool(xla_bridge._backends)); jax.jit(lambda x: x + 1)(1.0); "
                   "print(os.environ['XLA_FLAGS'])", f"--xla_dump_to={dump}")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["True", f"--xla_dump_to={dump}", CPU_FLAG]
+    assert done.stdout.split() == ["True", f"--xla_dump_to={dump}", *CPU_FLAGS]
     assert any(dump.iterdir())
 
 

@@ -31,7 +31,7 @@ BAD_FLOATS = (math.nan, math.inf, -1.0, 0.0, 1e9)
 # Other constructor settings whose action space differs from the registered default.
 ACTION_VARIANTS = [
     ("DynamicPricing-v0", {"continuous": True}), ("Inventory-v0", {"continuous": True}),
-    ("AdBidding-v0", {"continuous": True}), ("ShopperRec-v0", {"slate_size": 3}),
+    ("AdBidding-v1", {"continuous": True}), ("ShopperRec-v0", {"slate_size": 3}),
     ("InterestEvolution-v0", {"slate_size": 1}),
 ]
 

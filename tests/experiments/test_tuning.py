@@ -10,8 +10,8 @@ from tests.helpers import run_quickly
 def test_writes_table_and_figure_with_every_method(tmp_path):
     summaries = run_quickly("experiments.tuning", [
         "--trials", "4", "--batch", "2", "--total-steps", "6144", "--repeats", "2",
-        "--episodes", "4", "--envs", "ShopperRec-v0", "AdBidding-v0", "--out", str(tmp_path)])
-    assert set(summaries) == {"ShopperRec-v0", "AdBidding-v0"}
+        "--episodes", "4", "--envs", "ShopperRec-v0", "AdBidding-v1", "--out", str(tmp_path)])
+    assert set(summaries) == {"ShopperRec-v0", "AdBidding-v1"}
     table = (tmp_path / "tuning.md").read_text()
     assert "linear pacing" in table and (tmp_path / "tuning.png").stat().st_size > 0
     for name, rows in summaries.items():
@@ -28,7 +28,7 @@ def test_writes_table_and_figure_with_every_method(tmp_path):
                 assert 1e-4 <= pick["lr"] <= 1e-2 and 0.0 <= pick["ent_coef"] <= 0.05
         assert max(row["reached"] for row in rows.values()) >= 1  # the best method reaches 95% of itself
     assert all(0.0 < rows["bound_pct"][0] <= 100.0
-               for rows in summaries["AdBidding-v0"].values())
+               for rows in summaries["AdBidding-v1"].values())
 
 
 def test_rejects_a_trial_count_the_grid_cannot_split(tmp_path):

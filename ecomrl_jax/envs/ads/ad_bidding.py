@@ -7,6 +7,9 @@ competition follow a daily pattern, so spending evenly is not optimal. The day's
 are a deterministic function of a day key kept in the state, so hindsight can see them
 (`ecomrl_jax.envs.ads.policies.hindsight_bound`, the upper bound on a day's value, and
 `hindsight_multiplier`). See docs/envs/ad_bidding.md.
+
+v1 draws the same distributions as v0 from fewer, cheaper random numbers: counter-based threefry
+words (no key split per step) and Box-Muller normals (`normal_pairs`).
 """
 
 import jax
@@ -14,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
+from jax.extend.random import threefry_2x32
 
 from ecomrl_jax.envs._base import CompareByArgs, HorizonEndsEpisode, check_shapes
 from ecomrl_jax.rules import (FINITE, NON_NEGATIVE, POSITIVE, POSITIVE_INT, check, check_value,
@@ -26,7 +30,7 @@ NUM_OBS = 6
 
 @struct.dataclass
 class EnvState(environment.EnvState):
-    day_key: jax.Array  # (2,) uint32 key data; the day's auctions are a function of it
+    day_key: jax.Array  # (2,) uint32 threefry key; the day's auctions are a function of it
     budget_left: jax.Array  # () >= 0
     spend: jax.Array  # () spent so far today
     recent_win_rate: jax.Array  # () smoothed fraction of arriving auctions won
@@ -97,6 +101,10 @@ class AdBidding(HorizonEndsEpisode, CompareByArgs, environment.Environment[EnvSt
                      num_multipliers=num_multipliers)
         for name, value in sizes.items():
             check_value(value, POSITIVE_INT, f"AdBidding.{name}")
+        if (num_steps + 1) * words_per_step(num_auctions) >= 2**32:
+            raise ValueError(f"AdBidding: num_steps x num_auctions must stay below about 1e9 (a "
+                             f"day's draws are numbered by a 32-bit counter), got {num_steps} x "
+                             f"{num_auctions}")
         if not isinstance(continuous, bool):
             raise ValueError(f"AdBidding.continuous must be a bool, got {continuous!r}")
         self.num_auctions = num_auctions
@@ -106,7 +114,7 @@ class AdBidding(HorizonEndsEpisode, CompareByArgs, environment.Environment[EnvSt
 
     @property
     def name(self) -> str:
-        return "AdBidding-v0"
+        return "AdBidding-v1"
 
     @property
     def num_actions(self) -> int:
@@ -128,27 +136,32 @@ class AdBidding(HorizonEndsEpisode, CompareByArgs, environment.Environment[EnvSt
                              f"{self.num_steps}, got {params.max_steps_in_episode}")
 
     def auctions(self, day_key: jax.Array, t: jax.Array, params: EnvParams) -> dict:
-        """The `num_auctions` auction slots of step `t` of the day keyed by `day_key` (uint32
-        key data): `active` (slot holds an auction), `ctr`, `cvr`, `value` (estimated value,
-        0 where inactive) and `price` (highest competing bid), each (num_auctions,)."""
+        """The `num_auctions` auction slots of step `t` of the day keyed by `day_key` ((2,)
+        uint32): `active` (slot holds an auction), `ctr`, `cvr`, `value` (estimated value,
+        0 where inactive) and `price` (highest competing bid), each (num_auctions,).
+
+        Counters 0 and 1 under `day_key` draw the day's traffic and price levels; step `t`
+        reads the `words_per_step` counters from (t + 1) x words_per_step: its arrivals, then
+        the Box-Muller pairs of its ctr, cvr and price normals."""
         n = self.num_auctions
-        k_day, k_steps = jax.random.split(jax.random.wrap_key_data(day_key, impl="threefry2x32"))
-        day_traffic, day_price = jax.random.normal(k_day, (2,))
-        k_arrive, k_ctr, k_cvr, k_price = jax.random.split(jax.random.fold_in(k_steps, t), 4)
+        day_traffic, day_price = normal_pairs(*uniforms(day_key, jnp.arange(2, dtype=jnp.uint32)))
+        words = words_per_step(n)
+        first = (jnp.asarray(t, jnp.uint32) + 1) * words
+        u = uniforms(day_key, first + jnp.arange(words, dtype=jnp.uint32))
+        pairs = (words - n) // 2
+        z = jnp.concatenate(normal_pairs(u[n:n + pairs], u[n + pairs:]))[:3 * n].reshape(3, n)
         phase = 2.0 * jnp.pi * t / self.num_steps
         traffic = params.traffic_base * jnp.exp(params.day_traffic_sigma * day_traffic) * (
             1.0 + params.traffic_amplitude * jnp.cos(phase - 2.0 * jnp.pi * params.traffic_peak))
-        active = jax.random.uniform(k_arrive, (n,)) < traffic
-        ctr = jnp.minimum(
-            params.ctr_median * jnp.exp(params.ctr_sigma * jax.random.normal(k_ctr, (n,))), 1.0)
-        cvr = jnp.minimum(
-            params.cvr_median * jnp.exp(params.cvr_sigma * jax.random.normal(k_cvr, (n,))), 1.0)
+        active = u[:n] < traffic
+        ctr = jnp.minimum(params.ctr_median * jnp.exp(params.ctr_sigma * z[0]), 1.0)
+        cvr = jnp.minimum(params.cvr_median * jnp.exp(params.cvr_sigma * z[1]), 1.0)
         value = active * ctr * (params.value_per_click + params.value_per_conversion * cvr)
         log_price = (jnp.log(params.price_median) + params.day_price_sigma * day_price
                      + params.price_value_corr * jnp.log(ctr / params.ctr_median)
                      + params.competition_amplitude
                      * jnp.cos(phase - 2.0 * jnp.pi * params.competition_peak)
-                     + params.price_sigma * jax.random.normal(k_price, (n,)))
+                     + params.price_sigma * z[2])
         return {"active": active, "ctr": ctr, "cvr": cvr, "value": value.astype(jnp.float32),
                 "price": jnp.exp(log_price).astype(jnp.float32)}
 
@@ -185,9 +198,11 @@ class AdBidding(HorizonEndsEpisode, CompareByArgs, environment.Environment[EnvSt
         auc = self.auctions(state.day_key, state.time, params)
         wins, spend, blocked = settle(m * auc["value"], auc["price"], auc["active"],
                                       state.budget_left)
-        k_click, k_conv = jax.random.split(key)
-        clicks = wins & (jax.random.uniform(k_click, wins.shape) < auc["ctr"])
-        conversions = clicks & (jax.random.uniform(k_conv, wins.shape) < auc["cvr"])
+        # One uniform per slot decides both: P(click) = ctr, P(conversion | click) = cvr.
+        slots = jnp.arange(self.num_auctions, dtype=jnp.uint32)
+        u = uniforms(jax.random.bits(key, (2,), jnp.uint32), slots)
+        clicks = wins & (u < auc["ctr"])
+        conversions = wins & (u < auc["ctr"] * auc["cvr"])
         num_clicks = jnp.sum(clicks).astype(jnp.float32)
         num_conversions = jnp.sum(conversions).astype(jnp.float32)
         reward = params.value_per_click * num_clicks + params.value_per_conversion * num_conversions
@@ -234,6 +249,40 @@ class AdBidding(HorizonEndsEpisode, CompareByArgs, environment.Environment[EnvSt
 
     def observation_space(self, params: EnvParams | None = None) -> spaces.Box:
         return spaces.Box(0.0, 10.0, (NUM_OBS,), jnp.float32)
+
+
+def words_per_step(num_auctions: int) -> int:
+    """Random words one step of auctions reads: an arrival uniform per slot and the uniform
+    pairs of its 3 normals (ctr, cvr, price), rounded up to whole Box-Muller pairs."""
+    return num_auctions + 2 * ((3 * num_auctions + 1) // 2)
+
+
+def uniforms(key: jax.Array, counters: jax.Array) -> jax.Array:
+    """Uniforms on [0, 1), one per uint32 counter, from jax's threefry2x32 hash under `key`
+    ((2,) uint32). Counter-based: a step numbers its draws instead of splitting and folding
+    keys, which on CPU cost more than the draws themselves."""
+    bits = threefry_2x32((key[0], key[1]), counters)
+    return jax.lax.bitcast_convert_type((bits >> 9) | jnp.uint32(0x3F800000), jnp.float32) - 1.0
+
+
+def normal_pairs(u_radius: jax.Array, u_angle: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Two independent standard normals per pair of uniforms on [0, 1) (Box-Muller).
+
+    cos and sin of the angle come from Taylor polynomials after reduction to a quadrant
+    (error < 1e-6, tested against jnp.cos and jnp.sin, which cost ~6x more on CPU);
+    1 - u_radius is exact in float32, so the radius is finite (at most 5.64)."""
+    radius = jnp.sqrt(-2.0 * jnp.log(1.0 - u_radius))
+    quadrant = jnp.floor(4.0 * u_angle + 0.5)
+    phi = 2.0 * jnp.pi * u_angle - quadrant * (jnp.pi / 2)  # in [-pi/4, pi/4]
+    p2 = phi * phi
+    sin = phi * (1.0 + p2 * (-1 / 6 + p2 * (1 / 120 + p2 * (-1 / 5040 + p2 / 362880))))
+    cos = 1.0 + p2 * (-1 / 2 + p2 * (1 / 24 + p2 * (-1 / 720 + p2 * (1 / 40320 - p2 / 3628800))))
+    q = quadrant.astype(jnp.int32) % 4
+
+    def turned(x, y):  # with (x, y) = (cos, sin) or (sin, -cos): that of phi + q quarter turns
+        return jnp.where(q == 0, x, jnp.where(q == 1, -y, jnp.where(q == 2, -x, y)))
+
+    return radius * turned(cos, sin), radius * turned(sin, -cos)
 
 
 def settle(bids: jax.Array, prices: jax.Array, active: jax.Array, budget: jax.Array):

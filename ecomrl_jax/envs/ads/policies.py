@@ -1,4 +1,4 @@
-"""Policies for AdBidding-v0: constant bid, linear budget pacing and a hindsight multiplier
+"""Policies for AdBidding-v1: constant bid, linear budget pacing and a hindsight multiplier
 policy, and the upper bound on a day's value (`hindsight_bound`).
 
 Each factory returns `policy_fn(key, obs, env_state, env_params) -> action` for one
@@ -123,5 +123,5 @@ def _as_action(env: AdBidding, params, multiplier: jax.Array) -> jax.Array:
 
 def _require_ads(env, name: str) -> None:
     if not isinstance(env, AdBidding):
-        raise ValueError(f"{name} supports only an unwrapped AdBidding-v0 env, "
+        raise ValueError(f"{name} supports only an unwrapped AdBidding-v1 env, "
                          f"got {type(env).__name__}")

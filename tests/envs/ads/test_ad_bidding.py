@@ -1,4 +1,4 @@
-"""Invariants of AdBidding-v0 (ecomrl_jax/envs/ads/ad_bidding.py); see docs/envs/ad_bidding.md.
+"""Invariants of AdBidding-v1 (ecomrl_jax/envs/ads/ad_bidding.py); see docs/envs/ad_bidding.md.
 
 Tests share one jitted rollout program (fixture `run`) batched with `lax.map` and jitted
 steps; `vmap` is tested on its own.
@@ -11,10 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 from gymnax.environments import spaces
 
 import ecomrl_jax
-from ecomrl_jax.envs.ads.ad_bidding import AdBidding, EnvState, settle
+from ecomrl_jax.envs.ads.ad_bidding import AdBidding, EnvState, normal_pairs, settle
 from tests.helpers import to_numpy
 
 NUM_ENVS = 16
@@ -29,12 +30,12 @@ def _index(tree, i):
 
 @pytest.fixture(scope="module")
 def ads():
-    return ecomrl_jax.make("AdBidding-v0", daily_budget=SMALL_BUDGET, **SIZES)
+    return ecomrl_jax.make("AdBidding-v1", daily_budget=SMALL_BUDGET, **SIZES)
 
 
 @pytest.fixture(scope="module")
 def ads_cont():
-    return ecomrl_jax.make("AdBidding-v0", daily_budget=SMALL_BUDGET, continuous=True, **SIZES)
+    return ecomrl_jax.make("AdBidding-v1", daily_budget=SMALL_BUDGET, continuous=True, **SIZES)
 
 
 def _runner(env):
@@ -268,6 +269,88 @@ def test_bad_discrete_actions_raise(ads):
             env.step(jax.random.key(1), state, jnp.asarray(action, jnp.int32), params)
 
 
+# --------------------------------------------------------------------------- v1's draws vs v0's
+
+
+def auctions_v0(env, day_key, t, params):
+    """AdBidding-v0's sampler (split keys, jax.random.normal), kept here to check that v1 draws
+    the same distributions."""
+    n = env.num_auctions
+    k_day, k_steps = jax.random.split(jax.random.wrap_key_data(day_key, impl="threefry2x32"))
+    day_traffic, day_price = jax.random.normal(k_day, (2,))
+    k_arrive, k_ctr, k_cvr, k_price = jax.random.split(jax.random.fold_in(k_steps, t), 4)
+    phase = 2.0 * jnp.pi * t / env.num_steps
+    traffic = params.traffic_base * jnp.exp(params.day_traffic_sigma * day_traffic) * (
+        1.0 + params.traffic_amplitude * jnp.cos(phase - 2.0 * jnp.pi * params.traffic_peak))
+    ctr = jnp.minimum(
+        params.ctr_median * jnp.exp(params.ctr_sigma * jax.random.normal(k_ctr, (n,))), 1.0)
+    cvr = jnp.minimum(
+        params.cvr_median * jnp.exp(params.cvr_sigma * jax.random.normal(k_cvr, (n,))), 1.0)
+    log_price = (jnp.log(params.price_median) + params.day_price_sigma * day_price
+                 + params.price_value_corr * jnp.log(ctr / params.ctr_median)
+                 + params.competition_amplitude
+                 * jnp.cos(phase - 2.0 * jnp.pi * params.competition_peak)
+                 + params.price_sigma * jax.random.normal(k_price, (n,)))
+    return {"active": jax.random.uniform(k_arrive, (n,)) < traffic, "ctr": ctr, "cvr": cvr,
+            "price": jnp.exp(log_price)}
+
+
+def test_normal_pairs_are_cos_and_sin_of_the_angle_under_jit_and_vmap():
+    u = jnp.linspace(0.0, 1.0, 100_001)[:-1]
+    unit_radius = jnp.full_like(u, 1.0 - np.exp(-0.5))  # sqrt(-2 log(1 - u)) = 1
+    cos, sin = jax.jit(jax.vmap(normal_pairs))(unit_radius, u)
+    np.testing.assert_allclose(cos, np.cos(2 * np.pi * np.asarray(u, np.float64)), atol=1e-6)
+    np.testing.assert_allclose(sin, np.sin(2 * np.pi * np.asarray(u, np.float64)), atol=1e-6)
+    u = jax.random.uniform(jax.random.key(0), (2, 100_000))
+    z = np.asarray(jax.jit(normal_pairs)(u[0], u[1]))
+    assert scipy.stats.kstest(z.ravel(), "norm").pvalue > 1e-3
+    assert abs(np.corrcoef(z[0], z[1])[0, 1]) < 0.015  # 4.7 standard errors
+    assert np.all(np.isfinite(np.asarray(normal_pairs(jnp.array([0.0, 1 - 2**-23]),
+                                                      jnp.array([0.0, 1 - 2**-23])))))
+
+
+def test_auctions_draw_the_distributions_of_v0(ads):
+    """Two-sample tests over 2,000 days, one step each. Days are independent; the slots of a day
+    share its traffic and price level, so those are compared one value per day and the slots
+    by their deviation from their day's mean."""
+    env, params = ads
+    t = jnp.int32(env.num_steps // 2)
+    day_keys = jax.random.bits(jax.random.key(0), (2000, 2), jnp.uint32)
+    v1, v0 = (to_numpy(jax.jit(jax.vmap(lambda k: fn(k, t, params)))(day_keys))
+              for fn in (env.auctions, lambda *a: auctions_v0(env, *a)))
+    by_day, by_slot, corr = [], [], []
+    for d in (v1, v0):
+        log_price = np.log(d["price"])
+        deviation = log_price - log_price.mean(1, keepdims=True)
+        by_day.append({"arrivals": d["active"].sum(1), "log price": log_price.mean(1)})
+        by_slot.append({"ctr": d["ctr"].ravel(), "cvr": d["cvr"].ravel(),
+                        "log price deviation": deviation.ravel()})
+        corr.append(np.corrcoef(np.log(d["ctr"]).ravel(), deviation.ravel())[0, 1])
+    for samples in (by_day, by_slot):
+        for name in samples[0]:
+            assert scipy.stats.ks_2samp(samples[0][name], samples[1][name]).pvalue > 1e-3, name
+    assert abs(np.arctanh(corr[0]) - np.arctanh(corr[1])) < 4 * np.sqrt(2 / v1["ctr"].size)
+
+
+def test_one_uniform_draws_click_then_conversion(ads):
+    """v1 decides click and conversion with one uniform: P(click) = ctr and P(conversion) =
+    ctr x cvr as v0's two draws, and no conversion without a click."""
+    env, params = ads
+    params = params.replace(cvr_median=0.3)
+    _, state = env.reset(jax.random.key(8), params)
+    state = state.replace(time=jnp.int32(18), budget_left=jnp.float32(1e6))
+    auc = to_numpy(env.auctions(state.day_key, state.time, params))
+    m = jnp.int32(20)  # bids 2x the value: wins a known set of slots
+    wins = auc["active"] & (2.0 * auc["value"] > auc["price"])
+    info = to_numpy(jax.jit(jax.vmap(lambda k: env.step_env(k, state, m, params)[4]))(
+        jax.random.split(jax.random.key(1), 4000)))
+    np.testing.assert_array_equal(info["impressions_won"], wins.sum())
+    assert np.all(info["conversions"] <= info["clicks"])
+    for name, p in (("clicks", auc["ctr"]), ("conversions", auc["ctr"] * auc["cvr"])):
+        expected, var = p[wins].sum(), (p * (1 - p))[wins].sum()
+        assert abs(info[name].mean() - expected) < 4 * np.sqrt(var / 4000), name
+
+
 # --------------------------------------------------------------------------- conversions
 
 
@@ -300,7 +383,7 @@ def test_state_and_default_params(ads):
             assert getattr(state, f.name).dtype == jnp.float32, f.name
     np.testing.assert_allclose(params.bid_multipliers, np.linspace(0, 2, 21), atol=1e-6)
     assert params.max_steps_in_episode == env.num_steps == 24
-    assert env.name == "AdBidding-v0" and env.num_actions == 21
+    assert env.name == "AdBidding-v1" and env.num_actions == 21
 
 
 BAD_PARAMS = [
@@ -338,7 +421,7 @@ def test_validate_params_rejects_and_names_field(ads, field, make_bad):
 ])
 def test_make_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        ecomrl_jax.make("AdBidding-v0", **kwargs)
+        ecomrl_jax.make("AdBidding-v1", **kwargs)
 
 
 def test_constructor_sizes():
@@ -346,10 +429,12 @@ def test_constructor_sizes():
     params = env.default_params
     assert params.bid_multipliers.shape == (5,) and params.max_steps_in_episode == 12
     shapes = jax.eval_shape(env.auctions, jnp.zeros(2, jnp.uint32), 0, params)
-    assert all(x.shape == (7,) for x in shapes.values())
+    assert all(x.shape == (7,) for x in shapes.values())  # an odd count: a padded normal pair
+    with pytest.raises(ValueError, match="32-bit counter"):
+        AdBidding(num_auctions=100_000, num_steps=20_000)
 
 
 def test_registered_here_and_in_gymnax():
-    assert "AdBidding-v0" in ecomrl_jax.list_envs()
-    env, params = gymnax.make("AdBidding-v0", continuous=True)
+    assert "AdBidding-v1" in ecomrl_jax.list_envs()
+    env, params = gymnax.make("AdBidding-v1", continuous=True)
     assert isinstance(env, AdBidding) and env.continuous

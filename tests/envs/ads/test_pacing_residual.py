@@ -17,7 +17,7 @@ SIZES = dict(num_auctions=20, num_steps=12, daily_budget=1.0)
 
 @pytest.fixture(scope="module")
 def cont():
-    return ecomrl_jax.make("AdBidding-v0", continuous=True, **SIZES)
+    return ecomrl_jax.make("AdBidding-v1", continuous=True, **SIZES)
 
 
 def test_factor_one_is_linear_pacing(cont):
@@ -67,7 +67,7 @@ def test_action_scales_the_bid_and_bad_index_sits_out(cont):
 
 def test_bad_arguments_raise(cont):
     env, _ = cont
-    discrete, _ = ecomrl_jax.make("AdBidding-v0", **SIZES)
+    discrete, _ = ecomrl_jax.make("AdBidding-v1", **SIZES)
     with pytest.raises(ValueError, match="continuous=True"):
         PacingResidual(discrete)
     for factors in ((), (1.0, -0.5), (np.nan,)):

@@ -1,4 +1,4 @@
-"""Rule baselines and oracles for CouponCRM-v0 (ecomrl_jax/envs/crm/policies.py) and AdBidding-v0
+"""Rule baselines and oracles for CouponCRM-v0 (ecomrl_jax/envs/crm/policies.py) and AdBidding-v1
 (ecomrl_jax/envs/ads/policies.py), including the trade-offs the env defaults are built to show."""
 
 import itertools
@@ -150,7 +150,7 @@ def test_crm_baselines_reject_bad_arguments(crm):
         always_discount(env, params, level=3)
     with pytest.raises(ValueError, match="level"):
         rfm_rules(env, params, level=-1)
-    ads_env, ads_params = ecomrl_jax.make("AdBidding-v0", num_auctions=4, num_steps=3)
+    ads_env, ads_params = ecomrl_jax.make("AdBidding-v1", num_auctions=4, num_steps=3)
     for factory in (never_contact, always_discount, rfm_rules, myopic_uplift):
         with pytest.raises(ValueError, match="CouponCRM"):
             factory(ads_env, ads_params)
@@ -186,7 +186,7 @@ def test_hindsight_bound_is_the_lp_value_above_every_affordable_set():
     at least the best affordable set (the 0/1 knapsack optimum) and at most one impression's
     value above it; the hindsight multiplier wins the longest affordable prefix by value per
     price, which is below the bound."""
-    env, params = ecomrl_jax.make("AdBidding-v0", **TINY_DAY)
+    env, params = ecomrl_jax.make("AdBidding-v1", **TINY_DAY)
     budgets = (0.01, 0.05, 0.1, 10.0)
     _, _, (auctions, bounds, greedy) = _tiny_days(env, params, budgets, 3)
     sets = np.array(list(itertools.product((0, 1), repeat=12)), bool)  # every subset
@@ -218,7 +218,7 @@ def test_hindsight_bound_is_above_every_per_step_bid_sequence():
     a multiplier wins a prefix of that step's auctions ranked by price / value, so 5 multipliers
     per step (win 0..4 of them) reach every outcome: 5 ** 3 sequences a day. None beats the LP
     bound; some beat the hindsight multiplier, which is no upper bound (the old claim)."""
-    env, params = ecomrl_jax.make("AdBidding-v0", continuous=True, max_multiplier=1e6, **TINY_DAY)
+    env, params = ecomrl_jax.make("AdBidding-v1", continuous=True, max_multiplier=1e6, **TINY_DAY)
     batch, day_keys, (auctions, bounds, greedy) = _tiny_days(env, params, (0.03, 0.06, 0.1), 10)
 
     def day_value(day_key, multipliers, p):  # summed expected value of one bid sequence
@@ -245,7 +245,7 @@ def test_hindsight_bound_is_above_every_per_step_bid_sequence():
 @pytest.fixture(scope="module")
 def ads_results():
     """The small continuous env; every baseline and the hindsight policy on the same 12 days."""
-    env, params = ecomrl_jax.make("AdBidding-v0", num_auctions=50, num_steps=24, daily_budget=2.0,
+    env, params = ecomrl_jax.make("AdBidding-v1", num_auctions=50, num_steps=24, daily_budget=2.0,
                                   continuous=True)
     policies = {"truthful": constant_bid(env, params, 1.0),
                 "shaded": constant_bid(env, params, 0.6),
@@ -286,7 +286,7 @@ def test_every_policy_is_below_the_bound_and_hindsight_beats_the_baselines(ads_r
 
 
 def test_ads_baselines_map_multipliers_to_actions():
-    env, params = ecomrl_jax.make("AdBidding-v0", num_auctions=4, num_steps=8)
+    env, params = ecomrl_jax.make("AdBidding-v1", num_auctions=4, num_steps=8)
     assert int(constant_bid(env, params, 1.0)(None, None, None, params)) == 10
     assert int(constant_bid(env, params, 0.64)(None, None, None, params)) == 6
     assert int(constant_bid(env, params, 9.0)(None, None, None, params)) == 20
@@ -297,6 +297,6 @@ def test_ads_baselines_map_multipliers_to_actions():
     assert int(pacing(None, on_track, None, params)) == 10
     assert int(pacing(None, behind, None, params)) == 20  # exp(1) = 2.7 -> clipped to the grid top
     assert int(pacing(None, ahead, None, params)) == 4  # exp(-1) = 0.37 -> 0.4
-    cont, cparams = ecomrl_jax.make("AdBidding-v0", num_auctions=4, num_steps=8, continuous=True)
+    cont, cparams = ecomrl_jax.make("AdBidding-v1", num_auctions=4, num_steps=8, continuous=True)
     np.testing.assert_allclose(linear_pacing(cont, cparams)(None, ahead, None, cparams),
                                np.exp(-1.0), rtol=1e-6)
