@@ -32,13 +32,20 @@ def traced_fields(config_cls) -> list[str]:
     return [f.name for f in dataclasses.fields(config_cls) if f.metadata.get("pytree_node", True)]
 
 
+def check_traced(name: str, config_cls, verb: str) -> None:
+    """ValueError unless `name` is a traced field of `config_cls`: only those can vary between
+    the runs of one vmapped `train` (a static size changes shapes). `verb`: what the caller
+    does with the field ("sweep", "tune", "explore")."""
+    valid = traced_fields(config_cls)
+    if name not in valid:
+        raise ValueError(f"cannot {verb} {name!r}: the {config_cls.__name__} fields that can vary "
+                         f"are {valid} (sizes are static and need a separate run)")
+
+
 def expand_grid(grid: dict[str, list[float]], config_cls) -> list[dict]:
     """All combinations of `grid` values, in row-major order; names must be traced fields."""
-    sweepable = traced_fields(config_cls)
     for name, values in grid.items():
-        if name not in sweepable:
-            raise ValueError(f"cannot sweep {name!r}: sweepable {config_cls.__name__} fields are "
-                             f"{sweepable} (sizes are static and need a separate run)")
+        check_traced(name, config_cls, "sweep")
         if not values:
             raise ValueError(f"grid for {name!r} has no values")
     names = list(grid)

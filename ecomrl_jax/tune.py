@@ -44,7 +44,7 @@ from optuna.trial import TrialState
 
 from ecomrl_jax.evaluation import confidence_interval
 from ecomrl_jax.logging import chunk_sizes
-from ecomrl_jax.sweep import final_score, run_batch, traced_fields
+from ecomrl_jax.sweep import check_traced, final_score, run_batch
 
 SAMPLERS = ("tpe", "gp", "random", "grid")
 PRUNERS = ("none", "median", "hyperband")
@@ -65,21 +65,13 @@ def parse_space(specs: list[str], config_cls) -> dict:
         name, sep, text = spec.partition("=")
         if not sep:
             raise ValueError(f"--space expects NAME=SPEC with SPEC one of {SPACE_FORMS}, got {spec!r}")
-        check_tunable(name, config_cls)
+        check_traced(name, config_cls, "tune")
         if name in space:
             raise ValueError(f"--space {name} given twice")
         space[name] = parse_distribution(name, text)
     if not space:
         raise ValueError("tune needs at least one --space NAME=SPEC")
     return space
-
-
-def check_tunable(name: str, config_cls) -> None:
-    """ValueError unless `name` is a traced field of `config_cls` (a static size changes shapes)."""
-    valid = traced_fields(config_cls)
-    if name not in valid:
-        raise ValueError(f"cannot tune {name!r}: tunable {config_cls.__name__} fields are {valid} "
-                         f"(sizes are static and need a separate run)")
 
 
 def parse_distribution(name: str, text: str):
@@ -106,7 +98,7 @@ def parse_distribution(name: str, text: str):
 def check_space(space: dict, config_cls, base: dict) -> None:
     """ValueError unless every field is traced and every bound or choice passes the config's rules."""
     for name, distribution in space.items():
-        check_tunable(name, config_cls)
+        check_traced(name, config_cls, "tune")
         ends = (distribution.choices if isinstance(distribution, CategoricalDistribution)
                 else (distribution.low, distribution.high))
         for value in ends:

@@ -57,7 +57,7 @@ def test_parse_space_forms(spec, distribution):
 
 
 @pytest.mark.parametrize("specs, message", [
-    (["num_envs=int:4:8"], r"cannot tune 'num_envs': tunable PPOConfig fields are \['lr', 'min_lr', 'gamma'"),
+    (["num_envs=int:4:8"], r"cannot tune 'num_envs': the PPOConfig fields that can vary are \['lr', 'min_lr', 'gamma'"),
     (["lr=log:0:1e-2"], "a log range needs LOW > 0"),
     (["lr=1e-2:1e-3"], "LOW must be finite and below HIGH"),
     (["lr=exp:1:2"], "unknown kind 'exp'"),

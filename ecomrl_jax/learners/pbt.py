@@ -28,7 +28,7 @@ from flax import struct
 
 from ecomrl_jax import rules
 from ecomrl_jax.learners.loop import run_updates
-from ecomrl_jax.sweep import traced_fields
+from ecomrl_jax.sweep import check_traced
 
 
 @struct.dataclass
@@ -67,14 +67,11 @@ class PBTConfig:
                              f"num_updates ({config.num_updates}): not one generation")
         if not self.explore:
             raise ValueError("PBTConfig.explore must name at least one (field, low, high)")
-        valid = traced_fields(type(config))
         for entry in self.explore:
             if len(entry) != 3:
                 raise ValueError(f"PBTConfig.explore entries are (field, low, high), got {entry!r}")
             name, low, high = entry
-            if name not in valid:
-                raise ValueError(f"PBT cannot explore {name!r}: explorable {type(config).__name__} "
-                                 f"fields are {valid} (sizes are static)")
+            check_traced(name, type(config), "explore")
             if not low < high:
                 raise ValueError(f"PBTConfig.explore bounds of {name!r} must have low < high, "
                                  f"got ({low!r}, {high!r})")

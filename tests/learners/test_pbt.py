@@ -34,7 +34,7 @@ def env():
     (dict(ready_every=5), r"ready_every \(5\) exceeds the learner's num_updates \(4\)"),
     (dict(explore=()), "must name at least one"),
     (dict(explore=(("num_envs", 4, 8),)),
-     r"cannot explore 'num_envs': explorable PPOConfig fields are \['lr', 'min_lr', 'gamma'"),
+     r"cannot explore 'num_envs': the PPOConfig fields that can vary are \['lr', 'min_lr', 'gamma'"),
     (dict(explore=(("nope", 0.0, 1.0),)), "cannot explore 'nope'"),
     (dict(explore=(("lr", 1e-2, 1e-4),)), "bounds of 'lr' must have low < high"),
     (dict(explore=(("lr", 0.0, 1e-2),)), "bounds of 'lr': PPOConfig.lr must be > 0"),
