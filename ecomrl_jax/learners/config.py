@@ -1,4 +1,5 @@
-"""Config rules, sizes, schedules and the optimiser shared by the learners.
+"""Config rules, sizes, schedules and the optimiser shared by the learners, and the config fields
+DQN and SlateQ share (`ReplayConfig`).
 
 Each config class keeps its own rules table (`ecomrl_jax.rules`) next to its definition and
 validates with `check_config`; the structural checks (choices, bools, a run of at least one
@@ -8,6 +9,7 @@ update) are the small helpers below, so every learner words its errors the same 
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 
 from ecomrl_jax import rules
 from ecomrl_jax.learners.networks import NETWORKS
@@ -41,10 +43,39 @@ class RolloutSizes(UpdateCount):
     steps_per_update = batch_size
 
 
-class ReplaySizes(UpdateCount):
-    """Sizes of a replay learner's config (DQN, SlateQ) with `num_envs`, `train_frequency`,
-    `buffer_size`, `learning_starts`, `gradient_steps`, `total_timesteps` and `window`, the
-    consecutive steps one sample reads."""
+@struct.dataclass
+class ReplayConfig(UpdateCount):
+    """The fields and rules DQN and SlateQ share, with DQN's defaults (ShopperRec-v0 on a 2-core
+    CPU); each learner's config adds its own fields and may change a default.
+
+    Epsilon: "constant" keeps `epsilon_start`; "linear" and "exponential" go from
+    `epsilon_start` to `epsilon_end` over the first `epsilon_decay_fraction` of
+    `total_timesteps` (arithmetic or geometric interpolation), then stay at `epsilon_end`.
+    Target network: every `target_update_interval` gradient steps it moves to
+    `tau * online + (1 - tau) * target`; tau = 1 is a hard copy, tau < 1 Polyak averaging.
+    Replay ratio: `gradient_steps` gradient steps on `batch_size` samples per
+    `num_envs * train_frequency` env steps, once `learning_starts` env steps are done.
+    A subclass sets `window`, the consecutive steps one replay sample reads.
+    """
+
+    lr: float = 1e-3
+    gamma: float = 0.99
+    tau: float = 1.0
+    epsilon_start: float = 1.0
+    epsilon_end: float = 0.05
+    epsilon_decay_fraction: float = 0.25
+    max_grad_norm: float = 10.0
+    num_envs: int = struct.field(pytree_node=False, default=32)
+    total_timesteps: int = struct.field(pytree_node=False, default=200_000)
+    buffer_size: int = struct.field(pytree_node=False, default=100_000)  # transitions, all envs
+    batch_size: int = struct.field(pytree_node=False, default=128)
+    learning_starts: int = struct.field(pytree_node=False, default=5_000)  # env steps, all envs
+    train_frequency: int = struct.field(pytree_node=False, default=2)  # steps per env per update
+    gradient_steps: int = struct.field(pytree_node=False, default=1)  # per update
+    target_update_interval: int = struct.field(pytree_node=False, default=250)  # gradient steps
+    epsilon_schedule: str = struct.field(pytree_node=False, default="linear")
+    hidden_size: int = struct.field(pytree_node=False, default=32)
+    anneal_lr: bool = struct.field(pytree_node=False, default=True)
 
     @property
     def steps_per_update(self) -> int:
@@ -63,6 +94,27 @@ class ReplaySizes(UpdateCount):
         first = max(-(-self.learning_starts // self.steps_per_update),
                     -(-self.window // self.train_frequency), 1)
         return self.gradient_steps * max(0, self.num_updates - first + 1)
+
+    def check_replay(self, table: dict[str, rules.Rule]) -> None:
+        """The shared checks of a replay config, its field rules `table` (`REPLAY_RULES` and the
+        learner's own) included: ValueError naming the first invalid field."""
+        check_choice(self, "epsilon_schedule", EPSILON_SCHEDULES)
+        check_bools(self, "anneal_lr")
+        check_config(self, epsilon_rules(self, table))
+        check_one_update(self, self.steps_per_update, "num_envs * train_frequency")
+        if self.buffer_rows < self.window:
+            raise ValueError(f"buffer_size ({self.buffer_size}) must hold at least one sample's "
+                             f"window = {self.window} steps of all num_envs ({self.num_envs}) envs")
+
+
+REPLAY_RULES = {
+    **{name: rules.POSITIVE_INT for name in (
+        "num_envs", "total_timesteps", "buffer_size", "batch_size", "train_frequency",
+        "gradient_steps", "target_update_interval", "hidden_size")},
+    "learning_starts": rules.NON_NEGATIVE_INT,
+    "lr": rules.POSITIVE, "gamma": rules.DISCOUNT, "tau": rules.DISCOUNT,
+    "epsilon_start": rules.UNIT_INTERVAL, "epsilon_end": rules.UNIT_INTERVAL,
+    "epsilon_decay_fraction": rules.DISCOUNT, "max_grad_norm": rules.POSITIVE}
 
 
 def check_config(config, table: dict[str, rules.Rule]) -> None:

@@ -39,89 +39,54 @@ import optax
 from flax import struct
 from gymnax.environments import spaces
 
-from ecomrl_jax.learners.config import (EPSILON_SCHEDULES, ReplaySizes, check_bools, check_choice,
-                                        check_config, check_min_lr, check_one_update,
-                                        epsilon_rules,
-                                        epsilon_schedule, make_optimizer)
+from ecomrl_jax.learners.config import (REPLAY_RULES, ReplayConfig, check_bools, check_choice,
+                                        check_min_lr, epsilon_schedule, make_optimizer)
 from ecomrl_jax.learners.loop import Learner, LoopState, make_env_loop, train_fn
 from ecomrl_jax.learners.networks import check_params, make_q_network
 from ecomrl_jax.learners.replay import ReplayBuffer, buffer_add, buffer_init, sample_windows
 from ecomrl_jax.learners.targets import (action_value, double_dqn_target, first_done, greedy_action,
                                          n_step_return, td_target)
-from ecomrl_jax.rules import DISCOUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL
+from ecomrl_jax.rules import NON_NEGATIVE, POSITIVE, POSITIVE_INT
 from ecomrl_jax.spaces import Slate
 
 LOSSES = ("huber", "mse")
 
 
 @struct.dataclass
-class DQNConfig(ReplaySizes):
-    """DQN hyperparameters; defaults are tuned for ShopperRec-v0 on a 2-core CPU.
+class DQNConfig(ReplayConfig):
+    """DQN hyperparameters: the shared replay fields (`config.ReplayConfig`: epsilon schedule,
+    target network, replay ratio) with their defaults, tuned for ShopperRec-v0 on a 2-core CPU,
+    and DQN's own below.
 
-    Epsilon: "constant" keeps `epsilon_start`; "linear" and "exponential" go from
-    `epsilon_start` to `epsilon_end` over the first `epsilon_decay_fraction` of
-    `total_timesteps` (arithmetic or geometric interpolation), then stay at `epsilon_end`.
-    Target network: every `target_update_interval` gradient steps it moves to
-    `tau * online + (1 - tau) * target`; tau = 1 is a hard copy, tau < 1 Polyak averaging.
-    Replay ratio: one gradient step on `batch_size` windows per `num_envs * train_frequency`
-    env steps, 2 sampled windows per env step by default; at 4 (train_frequency 1) the gradient
-    steps took ~80% of a run on ShopperRec-v0 and the greedy return after 200k steps was the same.
-    Loss "mse" by default: with "huber" Q diverged on CartPole (returns ~100), as it caps
-    the pull of the few terminal transitions that anchor the scale of Q.
+    Replay ratio: 2 sampled windows per env step by default; at 4 (train_frequency 1) the
+    gradient steps took ~80% of a run on ShopperRec-v0 and the greedy return after 200k steps
+    was the same. Loss "mse" by default: with "huber" Q diverged on CartPole (returns ~100), as
+    it caps the pull of the few terminal transitions that anchor the scale of Q.
     """
 
-    lr: float = 1e-3
     min_lr: float = 0.0  # the floor `anneal_lr` decays lr to
-    gamma: float = 0.99
-    tau: float = 1.0
-    epsilon_start: float = 1.0
-    epsilon_end: float = 0.05
-    epsilon_decay_fraction: float = 0.25
-    max_grad_norm: float = 10.0
     huber_delta: float = 1.0
-    num_envs: int = struct.field(pytree_node=False, default=32)
-    total_timesteps: int = struct.field(pytree_node=False, default=200_000)
-    buffer_size: int = struct.field(pytree_node=False, default=100_000)  # transitions, all envs
-    batch_size: int = struct.field(pytree_node=False, default=128)
-    learning_starts: int = struct.field(pytree_node=False, default=5_000)  # env steps, all envs
-    train_frequency: int = struct.field(pytree_node=False, default=2)  # steps per env per update
-    gradient_steps: int = struct.field(pytree_node=False, default=1)  # per update
-    target_update_interval: int = struct.field(pytree_node=False, default=250)  # gradient steps
     n_step: int = struct.field(pytree_node=False, default=3)
     double_dqn: bool = struct.field(pytree_node=False, default=True)
     dueling: bool = struct.field(pytree_node=False, default=True)
     loss: str = struct.field(pytree_node=False, default="mse")
-    epsilon_schedule: str = struct.field(pytree_node=False, default="linear")
-    hidden_size: int = struct.field(pytree_node=False, default=32)
     network: str = struct.field(pytree_node=False, default="default")  # or "transformer-<preset>"
-    anneal_lr: bool = struct.field(pytree_node=False, default=True)
 
     @property
     def window(self) -> int:
-        """Consecutive steps one replay sample reads (`ReplaySizes`)."""
+        """Consecutive steps one replay sample reads: the n-step return's."""
         return self.n_step
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field; traced (vmapped) values are skipped."""
         check_choice(self, "loss", LOSSES)
-        check_choice(self, "epsilon_schedule", EPSILON_SCHEDULES)
-        check_bools(self, "double_dqn", "dueling", "anneal_lr")
-        check_config(self, epsilon_rules(self, DQN_RULES))
+        check_bools(self, "double_dqn", "dueling")
+        self.check_replay(DQN_RULES)
         check_min_lr(self)
-        check_one_update(self, self.steps_per_update, "num_envs * train_frequency")
-        if self.buffer_rows < self.n_step:
-            raise ValueError(f"buffer_size ({self.buffer_size}) must hold at least n_step = "
-                             f"{self.n_step} steps of all num_envs ({self.num_envs}) envs")
 
 
-DQN_RULES = {
-    **{name: POSITIVE_INT for name in ("num_envs", "total_timesteps", "buffer_size", "batch_size",
-                                       "train_frequency", "gradient_steps",
-                                       "target_update_interval", "n_step", "hidden_size")},
-    "learning_starts": NON_NEGATIVE_INT,
-    "lr": POSITIVE, "min_lr": NON_NEGATIVE, "gamma": DISCOUNT, "tau": DISCOUNT,
-    "epsilon_start": UNIT_INTERVAL, "epsilon_end": UNIT_INTERVAL, "epsilon_decay_fraction": DISCOUNT,
-    "max_grad_norm": POSITIVE, "huber_delta": POSITIVE}
+DQN_RULES = {**REPLAY_RULES, "n_step": POSITIVE_INT, "min_lr": NON_NEGATIVE,
+             "huber_delta": POSITIVE}
 
 
 def validate_config(config: DQNConfig) -> None:

@@ -44,15 +44,13 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import spaces
 
-from ecomrl_jax.learners.config import (EPSILON_SCHEDULES, ReplaySizes, check_bools, check_choice,
-                                        check_config, check_one_update, epsilon_rules,
+from ecomrl_jax.learners.config import (REPLAY_RULES, ReplayConfig, check_bools, check_choice,
                                         make_optimizer)
 from ecomrl_jax.learners.dqn import RunnerState, TrainState, epsilon, make_replay_update
 from ecomrl_jax.learners.loop import Learner, make_env_loop, train_fn
 from ecomrl_jax.learners.networks import MLP
 from ecomrl_jax.learners.replay import buffer_add, buffer_init, buffer_sample
-from ecomrl_jax.rules import (DISCOUNT, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_INTERVAL,
-                              in_range)
+from ecomrl_jax.rules import in_range
 from ecomrl_jax.spaces import Slate
 
 TARGETS = ("q_learning", "sarsa")
@@ -218,58 +216,34 @@ class UserItemChoiceModel(nn.Module):
 
 
 @struct.dataclass
-class SlateQConfig(ReplaySizes):
-    """SlateQ hyperparameters; defaults are for InterestEvolution-v0 (10 candidates, slate 2)
-    on a 2-core CPU. Epsilon and the target network as in `dqn.DQNConfig`; `gamma` 0 is
-    myopic SlateQ."""
+class SlateQConfig(ReplayConfig):
+    """SlateQ hyperparameters: the shared replay fields (`config.ReplayConfig`: epsilon
+    schedule, target network, replay ratio), sized here for InterestEvolution-v0 (10 candidates,
+    slate 2) on a 2-core CPU, and SlateQ's own. `gamma` 0 is myopic SlateQ."""
 
-    lr: float = 1e-3
-    gamma: float = 0.99
-    tau: float = 1.0
-    epsilon_start: float = 1.0
-    epsilon_end: float = 0.05
-    epsilon_decay_fraction: float = 0.25
-    max_grad_norm: float = 10.0
     num_envs: int = struct.field(pytree_node=False, default=16)
-    total_timesteps: int = struct.field(pytree_node=False, default=200_000)
     buffer_size: int = struct.field(pytree_node=False, default=20_000)  # transitions, all envs
     batch_size: int = struct.field(pytree_node=False, default=64)
     learning_starts: int = struct.field(pytree_node=False, default=2_000)  # env steps, all envs
     train_frequency: int = struct.field(pytree_node=False, default=1)  # steps per env per update
-    gradient_steps: int = struct.field(pytree_node=False, default=1)  # per update
-    target_update_interval: int = struct.field(pytree_node=False, default=250)  # gradient steps
+    hidden_size: int = struct.field(pytree_node=False, default=64)
     target: str = struct.field(pytree_node=False, default="q_learning")  # or "sarsa"
     slate_optimizer: str = struct.field(pytree_node=False, default="exact")  # or "top_k", "greedy"
     choice_model: str = struct.field(pytree_node=False, default="env")  # or "learned"
     double_q: bool = struct.field(pytree_node=False, default=True)
-    epsilon_schedule: str = struct.field(pytree_node=False, default="linear")
-    hidden_size: int = struct.field(pytree_node=False, default=64)
-    anneal_lr: bool = struct.field(pytree_node=False, default=True)
 
-    window = 2  # a replay sample is a (transition, next transition) pair (`ReplaySizes`)
+    window = 2  # a replay sample is a (transition, next transition) pair
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field; traced (vmapped) values are skipped."""
         check_choice(self, "target", TARGETS)
         check_choice(self, "slate_optimizer", SLATE_OPTIMIZERS)
         check_choice(self, "choice_model", CHOICE_MODELS)
-        check_choice(self, "epsilon_schedule", EPSILON_SCHEDULES)
-        check_bools(self, "double_q", "anneal_lr")
-        check_config(self, epsilon_rules(self, SLATEQ_RULES))
-        check_one_update(self, self.steps_per_update, "num_envs * train_frequency")
-        if self.buffer_rows < 2:
-            raise ValueError(f"buffer_size ({self.buffer_size}) must hold at least 2 steps of all "
-                             f"num_envs ({self.num_envs}) envs")
+        check_bools(self, "double_q")
+        self.check_replay(SLATEQ_RULES)
 
 
-SLATEQ_RULES = {
-    **{name: POSITIVE_INT for name in ("num_envs", "total_timesteps", "buffer_size", "batch_size",
-                                       "train_frequency", "gradient_steps",
-                                       "target_update_interval", "hidden_size")},
-    "learning_starts": NON_NEGATIVE_INT,
-    "lr": POSITIVE, "gamma": in_range(0, 1, high_open=True), "tau": DISCOUNT,
-    "epsilon_start": UNIT_INTERVAL, "epsilon_end": UNIT_INTERVAL,
-    "epsilon_decay_fraction": DISCOUNT, "max_grad_norm": POSITIVE}
+SLATEQ_RULES = {**REPLAY_RULES, "gamma": in_range(0, 1, high_open=True)}  # 0: myopic
 
 
 class Transition(NamedTuple):

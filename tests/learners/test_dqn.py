@@ -81,7 +81,7 @@ def test_epsilon_schedules(schedule, steps, expected):
     (dict(n_step=0), "n_step must be an int >= 1"),
     (dict(learning_starts=-1), "learning_starts must be an int >= 0"),
     (dict(total_timesteps=7), "less than one update"),
-    (dict(buffer_size=4), r"must hold at least n_step = 2 steps"),
+    (dict(buffer_size=4), r"must hold at least one sample.s window = 2 steps"),
     (dict(dueling=1), "dueling must be a bool"),
     (dict(loss="l1"), "loss must be one of"),
     (dict(network="transformer-huge"), "network must be one of"),

@@ -206,6 +206,9 @@ def test_refuses_an_env_without_a_choice_model_and_bad_config_values():
         slateq.make_learner(slateq.SlateQConfig(epsilon_schedule="exponential", epsilon_end=0.0),
                             env, params)
     slateq.SlateQConfig(epsilon_end=0.0).validate()  # a linear schedule may end at 0
+    slateq.SlateQConfig(gamma=0.0).validate()  # myopic SlateQ
+    with pytest.raises(ValueError, match=r"must hold at least one sample's window = 2 steps"):
+        slateq.SlateQConfig(num_envs=16, buffer_size=31).validate()
 
 
 @pytest.mark.slow
