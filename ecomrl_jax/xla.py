@@ -4,7 +4,7 @@ and jax's unrolled threefry lowering on CPU (`unroll_cpu_threefry`).
 On CPU, `jit(vmap(train))` over seeds can deadlock with XLA's multi-threaded Eigen kernels, so
 the first flag turns them off. The second lets XLA use 512-bit vectors where the CPU has them
 (AVX-512; XLA's default is 256): env steps up to ~1.4x faster in `benchmarks/env_throughput.py`
-(AdBidding-v1 0.82M -> 1.2M at 4,096 envs), training unchanged; CPUs without AVX-512 ignore it.
+(AdBidding-v1 0.94M -> 1.33M at 4,096 envs), training unchanged; CPUs without AVX-512 ignore it.
 XLA reads `XLA_FLAGS` once, when jax starts its backend (the first array or computation, not
 `import jax`), and importing gymnax creates arrays. So `ecomrl_jax/__init__.py` calls
 `add_cpu_flags()` before anything else: the CLI, the experiments, the benchmarks, the tests and
