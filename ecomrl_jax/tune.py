@@ -31,6 +31,7 @@ import json
 import math
 import sys
 import threading
+import time
 import warnings
 from typing import NamedTuple
 
@@ -51,6 +52,7 @@ PRUNERS = ("none", "median", "hyperband")
 SPACE_FORMS = "LOW:HIGH (uniform), log:LOW:HIGH (log-uniform), int:LOW:HIGH or V1,V2,... (choices)"
 HEARTBEAT_S = 20  # a running trial's heartbeat interval in a URL storage
 GRACE_S = 120  # a RUNNING trial with no heartbeat for this long belongs to a dead process
+SCHEMA_ATTEMPTS = 5  # tries at opening a storage whose tables another worker is creating
 
 
 class TuneResult(NamedTuple):
@@ -180,10 +182,15 @@ def make_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
 
         try:
-            try:
-                return storage()
-            except sqlalchemy.exc.IntegrityError:  # workers started together: another made the tables
-                return storage()
+            for attempt in range(1, SCHEMA_ATTEMPTS + 1):
+                try:
+                    return storage()
+                except sqlalchemy.exc.IntegrityError:
+                    # workers started together on a new database: another one is creating the
+                    # tables and version row, statement by statement; try again once it is done
+                    if attempt == SCHEMA_ATTEMPTS:
+                        raise
+                    time.sleep(0.5 * attempt)
         except ImportError as error:
             raise ValueError(f"storage {url}: no database driver for it ({error.__cause__ or error}); "
                              f"for PostgreSQL write postgresql+psycopg2://USER:PASSWORD@HOST/DB") from None

@@ -17,6 +17,7 @@ import time
 import numpy as np
 import optuna
 import pytest
+import sqlalchemy.exc
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
@@ -311,3 +312,24 @@ def test_two_workers_on_one_postgresql_study_run_each_trial_once(postgres, tmp_p
 def test_a_postgresql_url_without_its_driver_says_which_to_write():
     with pytest.raises(ValueError, match=r"no database driver .*psycopg.*postgresql\+psycopg2://"):
         tune.make_storage("postgresql://user@localhost/db")
+
+
+def test_a_worker_waits_for_another_creating_the_tables(monkeypatch):
+    """Workers started together on a new database race to create Optuna's tables: the loser's
+    IntegrityError means "being created", so it tries again, up to SCHEMA_ATTEMPTS times."""
+    calls = []
+
+    def storage(url, **kwargs):
+        calls.append(url)
+        if len(calls) < 3:
+            raise sqlalchemy.exc.IntegrityError("INSERT INTO alembic_version", {}, Exception("dup"))
+        return "storage"
+
+    monkeypatch.setattr(tune.optuna.storages, "RDBStorage", storage)
+    monkeypatch.setattr(tune.time, "sleep", lambda s: None)
+    assert tune.make_storage("postgresql+psycopg2://u@h/db") == "storage" and len(calls) == 3
+    calls.clear()
+    monkeypatch.setattr(tune, "SCHEMA_ATTEMPTS", 2)
+    with pytest.raises(sqlalchemy.exc.IntegrityError):
+        tune.make_storage("postgresql+psycopg2://u@h/db")
+    assert len(calls) == 2
