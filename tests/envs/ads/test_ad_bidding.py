@@ -329,6 +329,10 @@ def test_auctions_draw_the_distributions_of_v0(ads):
     for samples in (by_day, by_slot):
         for name in samples[0]:
             assert scipy.stats.ks_2samp(samples[0][name], samples[1][name]).pvalue > 1e-3, name
+    for name in by_day[0]:  # the day-level spreads (KS is weak on scale): variances within 4 SE
+        log_ratio = np.log(np.var(by_day[0][name], dtype=np.float64)
+                           / np.var(by_day[1][name], dtype=np.float64))
+        assert abs(log_ratio) < 4 * np.sqrt(4 / (day_keys.shape[0] - 1)), name
     assert abs(np.arctanh(corr[0]) - np.arctanh(corr[1])) < 4 * np.sqrt(2 / v1["ctr"].size)
 
 
