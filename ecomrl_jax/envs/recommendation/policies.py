@@ -12,8 +12,7 @@ import jax.numpy as jnp
 
 from ecomrl_jax.envs.recommendation.interest_evolution import InterestEvolution
 from ecomrl_jax.envs.recommendation.shopper_rec import ShopperRec
-
-RISE = 1e-6  # Dinkelbach's iteration stops on a smaller rise (relative, see `_best_slate`)
+from ecomrl_jax.learners.slateq import choice_weights, exact_slate, slate_value
 
 
 def random_policy(env, env_params):
@@ -117,37 +116,15 @@ def _click_values(env, env_state, params):
 
 def _best_slate(env, params, logits, value, no_click_value):
     """`(slots, expected value)` of the valid slate maximising the expected value of the step's
-    outcome, `value[i]` for a click on candidate i and `no_click_value` without a click.
-
-    Shown item i has weight a_i = exp(click_logit_i) times beta_j = exp(-position_bias * j) at
-    slot j, so a slate is worth R = (w_0 v_0 + sum_j beta_j a_j v_j) / (w_0 + sum_j beta_j a_j),
-    w_0 = exp(no_click_logit). R is maximised by Dinkelbach's iteration: for the current best R,
-    the slate maximising sum_j beta_j a_j (v_j - R) is the top `slate_size` candidates by
-    a_i (v_i - R) in descending order (rearrangement inequality, beta decreasing); its R is
-    the next R; stop when R no longer rises by more than `RISE` (1 + |R|): float rounding can
-    make one slate's value read as a rise over another's and back, forever.
+    outcome, `value[i]` for a click on candidate i and `no_click_value` without a click, under
+    the env's multinomial logit with position bias: SlateQ's exact optimiser
+    (`learners.slateq.exact_slate`, Dinkelbach's iteration) with these values as its item values.
     """
-    weight = jnp.exp(logits - jnp.max(logits))
-    slot_logit = -params.position_bias * jnp.arange(env.slate_size)
-
-    def best_slots(r):
-        return jax.lax.top_k(weight * (value - r), env.slate_size)[1]
-
-    def expected_value(slots):
-        probs = jax.nn.softmax(jnp.append(logits[slots] + slot_logit, params.no_click_logit))
-        return jnp.sum(probs[:-1] * value[slots]) + probs[-1] * no_click_value
-
-    def improve(carry):
-        r, slots, _ = carry
-        new_slots = best_slots(r)
-        new_r = expected_value(new_slots)
-        better = new_r > r + RISE * (1.0 + jnp.abs(r))
-        return jnp.where(better, new_r, r), jnp.where(better, new_slots, slots), better
-
-    slots = best_slots(no_click_value)
-    r, slots, _ = jax.lax.while_loop(
-        lambda carry: carry[2], improve, (expected_value(slots), slots, jnp.bool_(True)))
-    return slots, r
+    weights, no_click_weight, slot_weights = choice_weights(
+        logits - params.no_click_logit, -params.position_bias * jnp.arange(env.slate_size))
+    q = jnp.append(value, no_click_value)
+    slots = exact_slate(q, weights, no_click_weight, slot_weights)
+    return slots, slate_value(q, weights, no_click_weight, slot_weights, slots)
 
 
 def quality_oracle(env, env_params):
