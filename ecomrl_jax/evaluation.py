@@ -43,8 +43,7 @@ def evaluate(env, env_params, policy_fn, key, num_episodes: int, max_steps: int 
 @partial(jax.jit, static_argnames=("env", "num_episodes", "max_steps"))
 def _evaluate(env, env_params, policy_fn, key, num_episodes, max_steps):
     def episode(episode_key):
-        env_key, policy_key = jax.random.split(episode_key)
-        reset_key, step_key = jax.random.split(env_key)
+        reset_key, step_key, policy_key = _split_episode_key(episode_key)
         obs, state = env.reset(reset_key, env_params)
         info = jax.eval_shape(
             lambda: env.step(step_key, state, policy_fn(policy_key, obs, state, env_params),
@@ -66,8 +65,27 @@ def _evaluate(env, env_params, policy_fn, key, num_episodes, max_steps):
             step, (obs, state, jnp.bool_(True), totals), jnp.arange(max_steps))
         return totals
 
-    episode_keys = jax.vmap(partial(jax.random.fold_in, key))(jnp.arange(num_episodes))
-    return jax.vmap(episode)(episode_keys)
+    return jax.vmap(episode)(_episode_keys(key, num_episodes))
+
+
+def initial_states(env, env_params, key, num_episodes: int):
+    """`(obs, state)`, batched, that each episode of `evaluate(env, env_params, policy_fn, key,
+    num_episodes)` starts from, whatever the policy: for a per-episode oracle or bound on the
+    very episodes a policy is evaluated on."""
+    reset_keys = jax.vmap(lambda k: _split_episode_key(k)[0])(_episode_keys(key, num_episodes))
+    return jax.vmap(env.reset, in_axes=(0, None))(reset_keys, env_params)
+
+
+def _episode_keys(key, num_episodes: int) -> jax.Array:
+    """Episode i of an evaluation plays `fold_in(key, i)`."""
+    return jax.vmap(partial(jax.random.fold_in, key))(jnp.arange(num_episodes))
+
+
+def _split_episode_key(episode_key):
+    """`(reset_key, step_key, policy_key)` of one evaluation episode."""
+    env_key, policy_key = jax.random.split(episode_key)
+    reset_key, step_key = jax.random.split(env_key)
+    return reset_key, step_key, policy_key
 
 
 def confidence_interval(x, level: float = 0.95) -> tuple[float, float, float]:

@@ -22,7 +22,6 @@ from pathlib import Path
 from experiments import _harness as harness  # first: sets the XLA CPU flag before jax starts
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import ecomrl_jax
@@ -76,19 +75,6 @@ def as_multiplier(policy, to_multiplier):
     return policy_fn
 
 
-def bound_values(env, params, key, days: int) -> np.ndarray:
-    """(days,) upper bound on the value of each day `evaluate(..., key, days)` plays, following
-    evaluate's documented key scheme (episode i resets with the first half of its env key)."""
-
-    def day_value(i):
-        env_key, _ = jax.random.split(jax.random.fold_in(key, i))
-        reset_key, _ = jax.random.split(env_key)
-        day_key = env.reset(reset_key, params)[1].day_key
-        return ads.hindsight_bound(env, day_key, params)
-
-    return np.asarray(jax.jit(jax.vmap(day_value))(jnp.arange(days)))
-
-
 def run_means(env, params, policy, bounds: list, days: int) -> dict:
     """metric -> (runs,) per-run means on evaluation keys EVAL_KEY + r, with `bound_pct` (mean
     of the per-day value / the day's upper bound, in %) and `spent_pct` (spend / daily budget, in %)."""
@@ -115,7 +101,8 @@ def run(num_seeds: int, total_timesteps: int, num_runs: int, days: int, out: Pat
             **{n: (residual, cont_params) for n in trained_residual}}
     trained.update(trained_residual)
     rules = rule_policies(env, params)
-    bounds = [bound_values(env, params, jax.random.key(EVAL_KEY + r), days) for r in range(num_runs)]
+    bounds = [np.asarray(ads.evaluated_bounds(env, params, jax.random.key(EVAL_KEY + r), days))
+              for r in range(num_runs)]
     samples = {}
     for name, t in trained.items():
         per_seed = [run_means(*envs[name], p, bounds, days) for p in t.policies]

@@ -159,19 +159,6 @@ def run_pbt(task: Task, trials: int, repeats: int) -> list[Search]:
     return searches
 
 
-def bound_values(env, params, key, days: int) -> np.ndarray:
-    """(days,) hindsight upper bound of each AdBidding day that `evaluate(..., key, days)` plays
-    (`ad_pacing.bound_values`: evaluate's key scheme, episode i resets with the first half of its
-    env key)."""
-
-    def day_value(i):
-        env_key, _ = jax.random.split(jax.random.fold_in(key, i))
-        reset_key, _ = jax.random.split(env_key)
-        return ads.hindsight_bound(env, env.reset(reset_key, params)[1].day_key, params)
-
-    return np.asarray(jax.jit(jax.vmap(day_value))(jax.numpy.arange(days)))
-
-
 def held_out(name: str, task: Task, policy, repeat: int, episodes: int) -> dict:
     """Mean return of `policy` on repeat `repeat`'s evaluation episodes, and on AdBidding its
     value as % of the hindsight bound (`ad_pacing`'s measure: mean of per-day ratios)."""
@@ -179,7 +166,7 @@ def held_out(name: str, task: Task, policy, repeat: int, episodes: int) -> dict:
     e = evaluate(task.eval_env, task.params, policy, key, episodes)
     result = {"return": float(np.mean(e["return"]))}
     if name == "AdBidding-v1":
-        bound = bound_values(task.eval_env, task.params, key, episodes)
+        bound = np.asarray(ads.evaluated_bounds(task.eval_env, task.params, key, episodes))
         result["bound_pct"] = 100.0 * float(np.mean(np.asarray(e["expected_value"]) / bound))
     return result
 

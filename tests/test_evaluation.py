@@ -8,7 +8,8 @@ import pytest
 
 import ecomrl_jax
 from ecomrl_jax.envs.recommendation.policies import myopic_oracle, random_policy
-from ecomrl_jax.evaluation import compare, comparison_table, confidence_interval, evaluate
+from ecomrl_jax.evaluation import (compare, comparison_table, confidence_interval, evaluate,
+                                   initial_states)
 
 # Short horizon and low patience: episodes end by termination and by truncation.
 SHORT = dict(patience_init=0.5, max_steps_in_episode=8, purchase_weight=0.5, revenue_weight=0.05)
@@ -75,6 +76,21 @@ def test_evaluate_matches_manual_loop_and_stops_at_first_done(short):
         manual = _manual_episode(env, params, policy, key, i, horizon)
         for name in METRICS:
             np.testing.assert_allclose(result[name][i], manual[name], rtol=1e-5, err_msg=name)
+
+
+def test_initial_states_are_the_states_evaluate_starts_from(short):
+    """What the recording policy saw at time 0 of episode i is state i of `initial_states`."""
+    env, params, policy, seen = short
+    key = jax.random.key(11)
+    seen.clear()
+    evaluate(env, params, policy, key, num_episodes=32)
+    _, states = initial_states(env, params, key, 32)
+    for i in (0, 7, 31):
+        first_key = jax.random.fold_in(_episode_keys(key, i)[2], 0)
+        time, candidates, interest = seen[tuple(np.asarray(jax.random.key_data(first_key)).tolist())]
+        assert time == 0
+        np.testing.assert_array_equal(candidates, states.candidates[i])
+        np.testing.assert_array_equal(interest, states.interest[i])
 
 
 def test_common_random_numbers_across_policies(short):

@@ -1,5 +1,6 @@
 """Policies for AdBidding-v1: constant bid, linear budget pacing and a hindsight multiplier
-policy, and the upper bound on a day's value (`hindsight_bound`).
+policy, and the upper bound on a day's value (`hindsight_bound`; `evaluated_bounds` for the days
+an `evaluate` call plays).
 
 Each factory returns `policy_fn(key, obs, env_state, env_params) -> action` for one
 unbatched env; on the Discrete variant a multiplier becomes the nearest grid index.
@@ -9,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from ecomrl_jax.envs.ads.ad_bidding import AdBidding
+from ecomrl_jax.evaluation import initial_states
 
 
 def constant_bid(env, env_params, multiplier: float = 1.0):
@@ -55,6 +57,15 @@ def hindsight_bound(env, day_key, params) -> jax.Array:
     spent_before = jnp.cumsum(ranked["price"]) - ranked["price"]
     taken = jnp.clip((budget - spent_before) / ranked["price"], 0.0, 1.0)
     return jnp.sum(jnp.where(ranked["eligible"], taken * ranked["value"], 0.0))
+
+
+def evaluated_bounds(env, params, key, num_days: int) -> jax.Array:
+    """(num_days,) `hindsight_bound` of each day `evaluation.evaluate(env, params, policy_fn,
+    key, num_days)` plays (their first states: `evaluation.initial_states`), to score a policy
+    as a share of the bound on the very days it played."""
+    _require_ads(env, "evaluated_bounds")
+    day_keys = initial_states(env, params, key, num_days)[1].day_key
+    return jax.jit(jax.vmap(lambda k: hindsight_bound(env, k, params)))(day_keys)
 
 
 def hindsight_multiplier(env, day_key, params) -> dict:

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import ecomrl_jax
-from ecomrl_jax.envs.ads.policies import (constant_bid, hindsight_bound, hindsight_multiplier,
-                                        hindsight_policy, linear_pacing)
+from ecomrl_jax.envs.ads.policies import (constant_bid, evaluated_bounds, hindsight_bound,
+                                        hindsight_multiplier, hindsight_policy, linear_pacing)
 from ecomrl_jax.envs.crm.policies import (always_discount, expected_rewards, myopic_uplift,
                                    never_contact, rfm_rules)
-from ecomrl_jax.evaluation import evaluate
+from ecomrl_jax.evaluation import evaluate, initial_states
 
 
 def _evaluate_all(env, params, policies: dict, key, num_episodes: int) -> dict:
@@ -253,14 +253,9 @@ def ads_results():
     key = jax.random.key(7)
     results = _evaluate_all(env, params, policies, key, 12)
 
-    def day_key(i):  # the day of episode i, by evaluate's documented key scheme
-        env_key, _ = jax.random.split(jax.random.fold_in(key, i))
-        reset_key, _ = jax.random.split(env_key)
-        return env.reset(reset_key, params)[1].day_key
-
-    days = jax.vmap(day_key)(jnp.arange(12))
-    greedy, bound = jax.jit(jax.vmap(lambda k: (
-        hindsight_multiplier(env, k, params), hindsight_bound(env, k, params))))(days)
+    days = initial_states(env, params, key, 12)[1].day_key  # the days `evaluate` played
+    greedy = jax.jit(jax.vmap(lambda k: hindsight_multiplier(env, k, params)))(days)
+    bound = evaluated_bounds(env, params, key, 12)
     return results, {k: np.asarray(v) for k, v in greedy.items()}, np.asarray(bound)
 
 
